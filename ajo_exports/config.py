@@ -1,0 +1,445 @@
+"""The `exports.yaml` models: organisation, destinations, dataflows and access.
+
+The file mirrors AEP's Flow Service objects: a destination is a base connection (credentials) plus a target
+(bucket/container/folder); a dataflow ties a set of datasets to one destination with one format and one
+schedule. Secrets are never values in the file, only `${ENV_VAR}` references resolved by Dagster's `EnvVar`.
+"""
+
+from __future__ import annotations
+
+import os
+import re
+from datetime import UTC, datetime
+from enum import StrEnum
+from pathlib import Path
+from typing import Annotated, Literal
+
+import yaml
+from pydantic import (
+    BaseModel,
+    ConfigDict,
+    Field,
+    GetCoreSchemaHandler,
+    ValidationError,
+    field_validator,
+    model_validator,
+)
+from pydantic_core import CoreSchema, core_schema
+
+from ajo_exports.catalog import DATASETS, Dataset, Tier, UnknownDatasetError, get_dataset
+
+BUNDLED_CONFIG = Path(__file__).with_name("demo_exports.yaml")
+SECRET_REF = re.compile(r"^\$\{([A-Za-z_][A-Za-z0-9_]*)\}$")
+
+# AEP's validation rules (../shared/docs/aep-dataset-export.md §1).
+S3_BUCKET = re.compile(
+    r"(?=^.{3,63}$)(?!^(\d+\.)+\d+$)(^(([a-z0-9]|[a-z0-9][a-z0-9\-]*[a-z0-9])\.)*([a-z0-9]|[a-z0-9][a-z0-9\-]*[a-z0-9])$)"
+)
+AZURE_CONTAINER = re.compile(r"^[a-z0-9](?!.*--)[a-z0-9-]{1,61}[a-z0-9]$")
+GCS_BUCKET = re.compile(r"^[a-z0-9][a-z0-9\-_.]{1,220}[a-z0-9]$")
+FOLDER = re.compile(r"^[0-9a-zA-Z/!\-_.*'()]*$")
+FOLDER_MACROS = frozenset(
+    {"DATASET_ID", "EXPORT_TIME", "DATETIME", "SANDBOX_NAME", "ORGANIZATION_NAME", "DESTINATION",
+     "DESTINATION_INSTANCE_NAME", "DESTINATION_INSTANCE_ID"}
+)
+MACRO = re.compile(r"%([A-Z_]+)(?:\(([^)]*)\))?%")
+NAME = re.compile(r"^[a-z0-9][a-z0-9_-]{0,62}$")
+ABFSS_URL = re.compile(r"^abfss://(?P<container>[a-z0-9](?!.*--)[a-z0-9-]{1,61}[a-z0-9])@(?P<account>[a-z0-9]{3,24})\.dfs\.core\.windows\.net/?$")
+
+
+class ConfigError(Exception):
+    """A one-line, user-facing problem with the configuration: names the file, the field and the value."""
+
+
+def ajo_home() -> Path:
+    """All state of the embedded default lives here: lake, exports and the Dagster instance."""
+    return Path(os.environ.get("AJO_EXPORTS_HOME", ".ajo")).resolve()
+
+
+def config_path() -> Path:
+    """The config file in force: AJO_EXPORTS_CONFIG, else ./exports.yaml, else the bundled demo."""
+    if os.environ.get("AJO_EXPORTS_CONFIG"):
+        return Path(os.environ["AJO_EXPORTS_CONFIG"]).resolve()
+    local = Path("exports.yaml")
+    return local.resolve() if local.exists() else BUNDLED_CONFIG
+
+
+class SecretRef(str):
+    """`${VAR}`: the name of an environment variable that holds a secret, never the secret itself."""
+
+    @property
+    def env_var(self) -> str:
+        return SECRET_REF.match(self).group(1)  # type: ignore[union-attr]
+
+    @classmethod
+    def _validate(cls, value: object) -> SecretRef:
+        if not isinstance(value, str) or not SECRET_REF.match(value):
+            raise ValueError("inline secrets are not allowed: write an environment reference such as ${MY_SECRET}")
+        return cls(value)
+
+    @classmethod
+    def __get_pydantic_core_schema__(cls, source: object, handler: GetCoreSchemaHandler) -> CoreSchema:
+        return core_schema.no_info_plain_validator_function(
+            cls._validate, serialization=core_schema.plain_serializer_function_ser_schema(str)
+        )
+
+
+Secret = SecretRef
+SECRET_FIELD_HINTS = ("secret", "password", "private_key", "connection_string", "sas_url")
+
+
+class _Model(BaseModel):
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+
+class _DestinationBase(_Model):
+    name: str
+    folder: str = ""
+    pgp_public_key: str | None = None
+
+    @field_validator("name")
+    @classmethod
+    def _name(cls, value: str) -> str:
+        if not NAME.match(value):
+            raise ValueError("use lowercase letters, digits, '-' and '_' (at most 63 characters)")
+        return value
+
+    @field_validator("folder")
+    @classmethod
+    def _folder(cls, value: str) -> str:
+        if not FOLDER.match(value):
+            raise ValueError("folders may hold only ASCII letters, digits and / ! - _ . * ' ( )")
+        if ".." in value.split("/"):
+            raise ValueError("folders may not contain '..'")
+        return value.strip("/")
+
+    @property
+    def destination_id(self) -> str:
+        """A stable UUID for this destination connection (AEP's destinationId in manifest names)."""
+        import uuid
+
+        return str(uuid.uuid5(uuid.NAMESPACE_URL, f"ajo-exports:destination:{self.name}"))
+
+
+class LocalDestinationConfig(_DestinationBase):
+    type: Literal["local"]
+    path: str = ".ajo/exports"
+
+
+class AmazonS3DestinationConfig(_DestinationBase):
+    type: Literal["amazon_s3"]
+    bucket: str
+    access_key_id: Secret | None = None
+    secret_access_key: Secret | None = None
+    role_arn: str | None = None
+    region: str | None = None
+    endpoint_url: str | None = None
+
+    @field_validator("bucket")
+    @classmethod
+    def _bucket(cls, value: str) -> str:
+        if not S3_BUCKET.search(value):
+            raise ValueError("S3 bucket names are 3-63 lowercase letters, digits, '-' or '.', not IP-shaped")
+        return value
+
+    @model_validator(mode="after")
+    def _auth(self) -> AmazonS3DestinationConfig:
+        keys = (self.access_key_id is not None, self.secret_access_key is not None)
+        if keys == (True, True) and self.role_arn is None:
+            return self
+        if keys == (False, False) and self.role_arn is not None:
+            if not re.match(r"^arn:aws:iam::\d{12}:role/[\w+=,.@/-]+$", self.role_arn):
+                raise ValueError(f"role_arn {self.role_arn!r} is not arn:aws:iam::<account>:role/<name>")
+            return self
+        raise ValueError("give either access_key_id and secret_access_key, or role_arn")
+
+
+class AzureBlobDestinationConfig(_DestinationBase):
+    type: Literal["azure_blob"]
+    connection_string: Secret
+    container: str
+
+    @field_validator("container")
+    @classmethod
+    def _container(cls, value: str) -> str:
+        if not AZURE_CONTAINER.match(value):
+            raise ValueError("container names are 3-63 lowercase letters, digits and single hyphens")
+        return value
+
+
+class AdlsGen2DestinationConfig(_DestinationBase):
+    type: Literal["adls_gen2"]
+    url: str
+    tenant: str
+    client_id: str
+    client_secret: Secret
+    blob_endpoint: str | None = None
+
+    @field_validator("url")
+    @classmethod
+    def _url(cls, value: str) -> str:
+        if not ABFSS_URL.match(value):
+            raise ValueError("url must be abfss://<container>@<account>.dfs.core.windows.net")
+        return value
+
+    @property
+    def container(self) -> str:
+        return ABFSS_URL.match(self.url).group("container")  # type: ignore[union-attr]
+
+    @property
+    def account(self) -> str:
+        return ABFSS_URL.match(self.url).group("account")  # type: ignore[union-attr]
+
+
+class DataLandingZoneDestinationConfig(_DestinationBase):
+    type: Literal["data_landing_zone"]
+    sas_url: Secret
+
+    @model_validator(mode="after")
+    def _no_pgp(self) -> DataLandingZoneDestinationConfig:
+        if self.pgp_public_key is not None:
+            raise ValueError("the Data Landing Zone has no encryption option: remove pgp_public_key")
+        return self
+
+
+class GoogleCloudStorageDestinationConfig(_DestinationBase):
+    type: Literal["google_cloud_storage"]
+    bucket: str
+    hmac_access_key_id: Secret | None = None
+    hmac_secret: Secret | None = None
+    service_account_json: Secret | None = None
+    endpoint_url: str | None = None
+    project: str | None = None
+
+    @field_validator("bucket")
+    @classmethod
+    def _bucket(cls, value: str) -> str:
+        if not GCS_BUCKET.match(value) or value.startswith("goog") or re.search("g[o0][o0]gle", value):
+            raise ValueError("GCS bucket names are 3-63 of [a-z0-9-_.], not starting with 'goog' or containing 'google'")
+        return value
+
+    @model_validator(mode="after")
+    def _auth(self) -> GoogleCloudStorageDestinationConfig:
+        hmac = (self.hmac_access_key_id is not None, self.hmac_secret is not None)
+        if hmac == (True, True) and self.service_account_json is None:
+            return self
+        if hmac == (False, False) and self.service_account_json is not None:
+            return self
+        raise ValueError("give either hmac_access_key_id and hmac_secret, or service_account_json")
+
+
+class SftpDestinationConfig(_DestinationBase):
+    type: Literal["sftp"]
+    host: str
+    port: int = Field(22, ge=1, le=65535)
+    username: str
+    password: Secret | None = None
+    private_key: Secret | None = None
+    known_hosts: str | None = None
+    host_key_fingerprint: str | None = None
+
+    @model_validator(mode="after")
+    def _auth(self) -> SftpDestinationConfig:
+        if (self.password is None) == (self.private_key is None):
+            raise ValueError("give exactly one of password or private_key")
+        if self.known_hosts is None and self.host_key_fingerprint is None:
+            raise ValueError("give known_hosts or host_key_fingerprint: unknown host keys are refused")
+        return self
+
+
+DestinationConfig = Annotated[
+    LocalDestinationConfig
+    | AmazonS3DestinationConfig
+    | AzureBlobDestinationConfig
+    | AdlsGen2DestinationConfig
+    | DataLandingZoneDestinationConfig
+    | GoogleCloudStorageDestinationConfig
+    | SftpDestinationConfig,
+    Field(discriminator="type"),
+]
+
+
+class FileFormat(StrEnum):
+    PARQUET = "parquet"
+    JSON = "json"
+
+
+class Compression(StrEnum):
+    GZIP = "gzip"
+    NONE = "none"
+    ZSTD = "zstd"
+    SNAPPY = "snappy"
+
+
+class Frequency(StrEnum):
+    ONCE = "once"
+    DAILY = "daily"
+    HOURLY = "hourly"
+
+
+class Schedule(_Model):
+    frequency: Frequency = Frequency.ONCE
+    every_hours: Literal[3, 6, 8, 12] | None = None
+    start: datetime | None = None
+    end: datetime | None = None
+
+    @field_validator("start", "end")
+    @classmethod
+    def _utc(cls, value: datetime | None) -> datetime | None:
+        if value is None:
+            return None
+        return value.replace(tzinfo=UTC) if value.tzinfo is None else value.astimezone(UTC)
+
+    @model_validator(mode="after")
+    def _shape(self) -> Schedule:
+        if self.frequency is Frequency.HOURLY and self.every_hours is None:
+            raise ValueError("hourly schedules need every_hours: 3, 6, 8 or 12")
+        if self.frequency is not Frequency.HOURLY and self.every_hours is not None:
+            raise ValueError("every_hours applies only to frequency: hourly")
+        if self.frequency is not Frequency.ONCE:
+            if self.start is None or self.end is None:
+                raise ValueError("recurring schedules need a UTC start and an end date (AEP requires an end date)")
+        if self.start and self.end and self.end <= self.start:
+            raise ValueError(f"end {self.end.isoformat()} is not after start {self.start.isoformat()}")
+        return self
+
+
+class Dataflow(_Model):
+    name: str
+    destination: str
+    datasets: Literal["all"] | list[str] = "all"
+    format: FileFormat = FileFormat.PARQUET
+    compression: Compression = Compression.GZIP
+    manifest: bool = True
+    folder_template: str = "%DATASET_ID%/%EXPORT_TIME%"
+    schedule: Schedule = Schedule()
+    enabled: bool = True
+    max_rows_per_file: int = Field(1_000_000, ge=1)
+    max_bytes_per_file: int = Field(256 * 1024 * 1024, ge=1024)
+
+    @field_validator("name")
+    @classmethod
+    def _name(cls, value: str) -> str:
+        if not NAME.match(value):
+            raise ValueError("use lowercase letters, digits, '-' and '_' (at most 63 characters)")
+        return value
+
+    @field_validator("folder_template")
+    @classmethod
+    def _template(cls, value: str) -> str:
+        for macro in MACRO.findall(value):
+            if macro[0] not in FOLDER_MACROS:
+                raise ValueError(f"unknown folder macro %{macro[0]}% (known: {', '.join(sorted(FOLDER_MACROS))})")
+        literal = MACRO.sub("", value)
+        if not FOLDER.match(literal) or ".." in literal.split("/"):
+            raise ValueError("folder templates may hold only macros, ASCII letters, digits and / ! - _ . * ' ( )")
+        return value
+
+    @field_validator("datasets")
+    @classmethod
+    def _datasets(cls, value: str | list[str]) -> str | list[str]:
+        if isinstance(value, list):
+            if not value:
+                raise ValueError("list at least one dataset, or write 'all'")
+            for slug in value:
+                try:
+                    get_dataset(slug)
+                except UnknownDatasetError as exc:
+                    raise ValueError(str(exc)) from None
+            if len(set(value)) != len(value):
+                raise ValueError("a dataset is listed twice")
+        return value
+
+    @model_validator(mode="after")
+    def _format(self) -> Dataflow:
+        if self.format is FileFormat.JSON and self.compression is not Compression.GZIP:
+            raise ValueError(f"json exports are gzip-compressed only (AEP), not compression: {self.compression}")
+        return self
+
+    def selected_datasets(self) -> tuple[Dataset, ...]:
+        if self.datasets == "all":
+            return DATASETS
+        return tuple(get_dataset(slug) for slug in self.datasets)
+
+
+class Organization(_Model):
+    name: str = "demo-org"
+    sandbox: str = "prod"
+    product_tier: Tier = Tier.ULTIMATE
+
+
+class ExportsConfig(_Model):
+    organization: Organization = Organization()
+    destinations: list[DestinationConfig]
+    dataflows: list[Dataflow]
+    access: dict[str, list[str]] = {}
+    webhook_url: str | None = None
+
+    @model_validator(mode="after")
+    def _references(self) -> ExportsConfig:
+        for kind, names in (("destination", [d.name for d in self.destinations]), ("dataflow", [f.name for f in self.dataflows])):
+            seen: set[str] = set()
+            for name in names:
+                if name in seen:
+                    raise ValueError(f"duplicate {kind} name {name!r}")
+                seen.add(name)
+        known = {d.name for d in self.destinations}
+        for flow in self.dataflows:
+            if flow.destination not in known:
+                raise ValueError(
+                    f"dataflow {flow.name!r}: unknown destination {flow.destination!r} (known: {', '.join(sorted(known))})"
+                )
+        return self
+
+    def destination(self, name: str) -> DestinationConfig:
+        for destination in self.destinations:
+            if destination.name == name:
+                return destination
+        raise ConfigError(f"unknown destination {name!r} (known: {', '.join(d.name for d in self.destinations)})")
+
+    def dataflow(self, name: str) -> Dataflow:
+        for flow in self.dataflows:
+            if flow.name == name:
+                return flow
+        raise ConfigError(f"unknown dataflow {name!r} (known: {', '.join(f.name for f in self.dataflows)})")
+
+
+def _location(loc: tuple[int | str, ...], data: object) -> tuple[str, object]:
+    """Turn a pydantic error location into `dataflows[0].format` and the offending value."""
+    parts: list[str] = []
+    value = data
+    for item in loc:
+        if isinstance(item, int):
+            parts[-1] += f"[{item}]"
+            value = value[item] if isinstance(value, list) and item < len(value) else None
+        elif isinstance(value, dict) and value.get("type") == item:
+            continue  # the tag of a discriminated union, not a field
+        else:
+            parts.append(str(item))
+            value = value.get(item) if isinstance(value, dict) else None
+    return ".".join(parts), value
+
+
+def load_config(path: Path | None = None) -> ExportsConfig:
+    """Read and validate exports.yaml; every problem becomes one ConfigError line naming file, field and value."""
+    path = path or config_path()
+    try:
+        raw = yaml.safe_load(path.read_text())
+    except FileNotFoundError:
+        raise ConfigError(f"{path}: file not found") from None
+    except yaml.YAMLError as exc:
+        mark = getattr(exc, "problem_mark", None)
+        where = f" line {mark.line + 1}" if mark else ""
+        raise ConfigError(f"{path}:{where} malformed YAML: {getattr(exc, 'problem', exc)}") from None
+    if not isinstance(raw, dict):
+        raise ConfigError(f"{path}: expected a mapping with destinations and dataflows")
+    try:
+        return ExportsConfig.model_validate(raw)
+    except ValidationError as exc:
+        error = exc.errors()[0]
+        field, value = _location(error["loc"], raw)
+        message = error["msg"].removeprefix("Value error, ")
+        shown = "" if isinstance(value, dict | list) or value is None else f" = {value!r}"
+        if any(hint in field for hint in SECRET_FIELD_HINTS):
+            shown = ""
+        raise ConfigError(f"{path}: {field or '(top level)'}{shown}: {message}") from None

@@ -1,0 +1,153 @@
+"""The one storage interface that every destination implements, and what they share.
+
+A destination adapter only moves bytes: publish a finished local file under a key atomically, list, stat, read
+and delete. Everything about exports (layout, part files, manifests, replacing a window) lives once in
+`ajo_exports.export`, so a new destination is a small module.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import logging
+import time
+from abc import ABC, abstractmethod
+from collections.abc import Callable
+from dataclasses import dataclass
+from pathlib import Path
+from typing import IO, TypeVar
+
+from dagster import ConfigurableResource
+
+log = logging.getLogger(__name__)
+T = TypeVar("T")
+CHUNK = 1024 * 1024
+
+
+@dataclass(frozen=True)
+class StoredObject:
+    """One object at a destination. `key` is relative to the destination's folder."""
+
+    key: str
+    size: int
+    native_checksum: str | None = None  # the store's own, e.g. "md5:<hex>", "sha256:<b64>", "crc32c:<b64>"
+
+
+class DestinationError(Exception):
+    """A refusal from a destination, named in the product's words and never carrying a secret."""
+
+    def __init__(self, destination: str, action: str, reason: str, *, transient: bool = False):
+        self.destination = destination
+        self.transient = transient
+        super().__init__(f"destination {destination!r}: {action} refused: {reason}")
+
+
+class Storage(ABC):
+    """A destination's storage, rooted at its folder. Keys use '/' and never start with it."""
+
+    name: str
+
+    @abstractmethod
+    def publish(self, local_path: Path, key: str) -> StoredObject:
+        """Upload a finished local file so that `key` appears complete or not at all."""
+
+    @abstractmethod
+    def list(self, prefix: str = "") -> list[StoredObject]:
+        """Every object whose key starts with `prefix`, recursively."""
+
+    @abstractmethod
+    def stat(self, key: str) -> StoredObject | None:
+        """Size and native checksum of `key`, or None when it does not exist."""
+
+    @abstractmethod
+    def open_read(self, key: str) -> IO[bytes]:
+        """A readable binary stream of `key` (caller closes it)."""
+
+    @abstractmethod
+    def delete(self, key: str) -> None:
+        """Remove `key`; removing a missing key is not an error."""
+
+    @abstractmethod
+    def uri(self, key: str = "") -> str:
+        """A URI a person can paste into the store's own tools, e.g. s3://bucket/folder/key."""
+
+    @abstractmethod
+    def sink_path(self, key: str = "") -> str:
+        """The path inside the storage location, as AEP's manifest `sinkPath` writes it."""
+
+    def close(self) -> None:
+        """Release connections; storages are used as context managers."""
+
+    def __enter__(self) -> Storage:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
+
+    def read_bytes(self, key: str) -> bytes:
+        with self.open_read(key) as stream:
+            return stream.read()
+
+    def put_bytes(self, key: str, data: bytes, scratch: Path) -> StoredObject:
+        """Publish small content (a manifest, a probe) through the same atomic path as data files."""
+        scratch.parent.mkdir(parents=True, exist_ok=True)
+        scratch.write_bytes(data)
+        try:
+            return self.publish(scratch, key)
+        finally:
+            scratch.unlink(missing_ok=True)
+
+    def sha256(self, key: str) -> str:
+        """Stream the object back and hash it: the check that the bytes arrived, not just a name."""
+        digest = hashlib.sha256()
+        with self.open_read(key) as stream:
+            for chunk in iter(lambda: stream.read(CHUNK), b""):
+                digest.update(chunk)
+        return digest.hexdigest()
+
+
+class DestinationResource(ConfigurableResource):
+    """Dagster's view of a destination connection: typed fields (secrets as EnvVar) that open a Storage."""
+
+    name: str
+    folder: str = ""
+
+    def open_storage(self) -> Storage:
+        raise NotImplementedError
+
+    @property
+    def destination_type(self) -> str:
+        raise NotImplementedError
+
+
+def join_key(*parts: str) -> str:
+    return "/".join(p.strip("/") for p in parts if p and p.strip("/"))
+
+
+def retry(
+    action: Callable[[], T],
+    *,
+    is_transient: Callable[[BaseException], bool],
+    attempts: int = 5,
+    base_delay: float = 0.2,
+    what: str = "",
+) -> T:
+    """Retry transient failures (5xx, throttling, reset connections) with exponential backoff; terminal ones
+    (bad credentials, missing bucket, permission denied) propagate at once."""
+    for attempt in range(1, attempts + 1):
+        try:
+            return action()
+        except Exception as exc:  # noqa: BLE001 - classified below
+            if attempt == attempts or not is_transient(exc):
+                raise
+            delay = base_delay * 2 ** (attempt - 1)
+            log.warning("transient error on %s (attempt %d/%d), retrying in %.1fs: %s", what, attempt, attempts, delay, type(exc).__name__)
+            time.sleep(delay)
+    raise AssertionError("unreachable")
+
+
+def file_sha256(path: Path) -> str:
+    digest = hashlib.sha256()
+    with path.open("rb") as stream:
+        for chunk in iter(lambda: stream.read(CHUNK), b""):
+            digest.update(chunk)
+    return digest.hexdigest()

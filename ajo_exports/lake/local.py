@@ -1,0 +1,230 @@
+"""A local, file-based stand-in for the AEP data lake: one folder per dataset, one Parquet file per batch.
+
+Layout::
+
+    <root>/<slug>/batch-<batchId>.parquet
+    <root>/<slug>/_batches.json     # [{"batchId", "ingestedAt" (ISO-8601 Z), "rows", "file"}, ...]
+
+The index is the source of truth for which batches exist, so a half-written Parquet file (the write is atomic via
+``os.replace`` anyway) is never visible to exports.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import re
+import secrets
+import shutil
+from collections.abc import Sequence
+from datetime import UTC, datetime
+from pathlib import Path
+from typing import Any
+
+import polars as pl
+
+from ajo_exports.catalog import DATASETS, Dataset
+from ajo_exports.lake.source import Batch, LakeError
+
+__all__ = ["INDEX_FILE", "LocalLake", "make_batch_id"]
+
+INDEX_FILE = "_batches.json"
+_CROCKFORD = "0123456789ABCDEFGHJKMNPQRSTVWXYZ"
+_SAFE_ID = re.compile(r"^[A-Za-z0-9_-]{1,64}$")
+
+
+def make_batch_id(ingested_at: datetime, entropy: bytes | None = None) -> str:
+    """A 26-char uppercase ULID like AEP's batch IDs; pass ``entropy`` (10 bytes) to make it deterministic."""
+    millis = int(_utc(ingested_at).timestamp() * 1000) & ((1 << 48) - 1)
+    rand = entropy if entropy is not None else secrets.token_bytes(10)
+    if len(rand) < 10:
+        raise ValueError("batch id entropy needs 10 bytes")
+    value = (millis << 80) | int.from_bytes(rand[:10], "big")
+    return "".join(_CROCKFORD[(value >> shift) & 31] for shift in range(125, -1, -5))
+
+
+def _utc(moment: datetime) -> datetime:
+    if moment.tzinfo is None:
+        raise ValueError(f"datetime {moment.isoformat()} must be timezone-aware (UTC)")
+    return moment.astimezone(UTC)
+
+
+def _iso_z(moment: datetime) -> str:
+    return _utc(moment).isoformat().replace("+00:00", "Z")
+
+
+def _schema_mismatch(expected: pl.Schema, actual: pl.Schema | dict[str, pl.DataType], prefix: str = "") -> str | None:
+    """Describe the first column (dotted path) that differs, so the error points at the field to fix."""
+    for name, dtype in expected.items():
+        path = f"{prefix}{name}"
+        if name not in actual:
+            return f"missing column {path} ({dtype})"
+        got = actual[name]
+        if isinstance(dtype, pl.Struct) and isinstance(got, pl.Struct):
+            inner = _schema_mismatch(
+                pl.Schema({f.name: f.dtype for f in dtype.fields}),
+                {f.name: f.dtype for f in got.fields},
+                f"{path}.",
+            )
+            if inner:
+                return inner
+        elif isinstance(dtype, pl.List) and isinstance(got, pl.List):
+            inner_expected, inner_got = dtype.inner, got.inner
+            if isinstance(inner_expected, pl.Struct) and isinstance(inner_got, pl.Struct):
+                inner = _schema_mismatch(
+                    pl.Schema({f.name: f.dtype for f in inner_expected.fields}),
+                    {f.name: f.dtype for f in inner_got.fields},
+                    f"{path}[].",
+                )
+                if inner:
+                    return inner
+            elif inner_expected != inner_got:
+                return f"column {path} has type {got}, expected {dtype}"
+        elif dtype != got:
+            return f"column {path} has type {got}, expected {dtype}"
+    extra = [name for name in actual if name not in expected]
+    if extra:
+        return f"unexpected column {prefix}{extra[0]}"
+    return None
+
+
+class LocalLake:
+    """The local Parquet lake: implements :class:`~ajo_exports.lake.source.DatasetSource` plus writes."""
+
+    def __init__(self, root: Path) -> None:
+        self.root = Path(root)
+
+    def __repr__(self) -> str:
+        return f"LocalLake({str(self.root)!r})"
+
+    # --- paths and index -------------------------------------------------------------------------------------
+
+    def _dir(self, dataset: Dataset) -> Path:
+        return self.root / dataset.slug
+
+    def _index_path(self, dataset: Dataset) -> Path:
+        return self._dir(dataset) / INDEX_FILE
+
+    def _read_index(self, dataset: Dataset) -> list[dict[str, Any]]:
+        path = self._index_path(dataset)
+        if not path.is_file():
+            raise LakeError(
+                f"lake at {self.root} has no batches for dataset {dataset.slug}; run `ajo-exports lake seed`"
+            )
+        try:
+            entries = json.loads(path.read_text(encoding="utf-8"))
+            if not isinstance(entries, list):
+                raise ValueError("not a list")
+            for entry in entries:
+                _ = entry["batchId"], entry["ingestedAt"], entry["rows"], entry["file"]
+        except (OSError, ValueError, KeyError, TypeError) as exc:
+            raise LakeError(f"batch index {path} for dataset {dataset.slug} is unreadable: {exc}") from exc
+        return entries
+
+    def _write_index(self, dataset: Dataset, entries: list[dict[str, Any]]) -> None:
+        path = self._index_path(dataset)
+        tmp = path.with_name(f".{INDEX_FILE}.tmp-{os.getpid()}")
+        tmp.write_text(json.dumps(entries, indent=2) + "\n", encoding="utf-8")
+        os.replace(tmp, path)
+
+    def _batch(self, dataset: Dataset, entry: dict[str, Any]) -> Batch:
+        return Batch(
+            dataset_slug=dataset.slug,
+            batch_id=entry["batchId"],
+            ingested_at=datetime.fromisoformat(entry["ingestedAt"]).astimezone(UTC),
+            rows=int(entry["rows"]),
+            path=str(self._dir(dataset) / entry["file"]),
+        )
+
+    # --- state ------------------------------------------------------------------------------------------------
+
+    def is_seeded(self, dataset: Dataset) -> bool:
+        """Whether the dataset has a batch index (it may still hold zero batches)."""
+        return self._index_path(dataset).is_file()
+
+    def has_data(self) -> bool:
+        """Whether any catalog dataset has a batch index under the root."""
+        return any(self.is_seeded(d) for d in DATASETS)
+
+    def clear(self) -> None:
+        """Remove the catalog datasets' folders; anything else under the root is left alone."""
+        for dataset in DATASETS:
+            folder = self._dir(dataset)
+            if folder.is_dir():
+                shutil.rmtree(folder)
+
+    # --- writes -----------------------------------------------------------------------------------------------
+
+    def append_batch(
+        self,
+        dataset: Dataset,
+        frame: pl.DataFrame,
+        ingested_at: datetime,
+        batch_id: str | None = None,
+    ) -> Batch:
+        """Add one ingestion batch: validate against the schema, write Parquet atomically, then publish in the index."""
+        ingested_at = _utc(ingested_at)
+        problem = _schema_mismatch(dataset.schema, frame.schema)
+        if problem:
+            raise LakeError(f"batch for dataset {dataset.slug} does not match its schema: {problem}")
+        frame = frame.select(list(dataset.schema.names()))
+        batch_id = batch_id or make_batch_id(ingested_at)
+        if not _SAFE_ID.match(batch_id):
+            raise ValueError(f"batch id {batch_id!r} must be 1-64 letters, digits, '-' or '_'")
+
+        folder = self._dir(dataset)
+        folder.mkdir(parents=True, exist_ok=True)
+        entries = self._read_index(dataset) if self.is_seeded(dataset) else []
+        if any(entry["batchId"] == batch_id for entry in entries):
+            raise LakeError(f"dataset {dataset.slug} already has batch {batch_id}")
+
+        file_name = f"batch-{batch_id}.parquet"
+        tmp = folder / f".{file_name}.tmp-{os.getpid()}"
+        frame.write_parquet(tmp, compression="zstd", statistics=True)
+        os.replace(tmp, folder / file_name)
+
+        entry = {"batchId": batch_id, "ingestedAt": _iso_z(ingested_at), "rows": frame.height, "file": file_name}
+        self._write_index(dataset, [*entries, entry])
+        return self._batch(dataset, entry)
+
+    # --- DatasetSource ----------------------------------------------------------------------------------------
+
+    def list_batches(
+        self,
+        dataset: Dataset,
+        ingested_from: datetime | None = None,
+        ingested_until: datetime | None = None,
+    ) -> list[Batch]:
+        """Batches ingested in [from, until), oldest first; raises LakeError when the dataset was never seeded."""
+        lower = _utc(ingested_from) if ingested_from is not None else None
+        upper = _utc(ingested_until) if ingested_until is not None else None
+        batches = [self._batch(dataset, entry) for entry in self._read_index(dataset)]
+        selected = [
+            b
+            for b in batches
+            if (lower is None or b.ingested_at >= lower) and (upper is None or b.ingested_at < upper)
+        ]
+        return sorted(selected, key=lambda b: (b.ingested_at, b.batch_id))
+
+    def scan(self, dataset: Dataset, batches: Sequence[Batch]) -> pl.LazyFrame:
+        """Lazy scan of exactly ``batches``; each file's footer is checked first so corruption fails here, clearly."""
+        if not batches:
+            return pl.LazyFrame(schema=dataset.schema)
+        files: list[str] = []
+        for batch in batches:
+            if batch.dataset_slug != dataset.slug:
+                raise LakeError(f"batch {batch.batch_id} belongs to {batch.dataset_slug}, not {dataset.slug}")
+            try:
+                file_schema = pl.read_parquet_schema(batch.path)
+            except Exception as exc:  # noqa: BLE001 - any reader failure means an unusable file
+                reason = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
+                raise LakeError(
+                    f"batch file {batch.path} of dataset {dataset.slug} is not readable Parquet: {reason}"
+                ) from exc
+            problem = _schema_mismatch(dataset.schema, file_schema)
+            if problem:
+                raise LakeError(f"batch file {batch.path} of dataset {dataset.slug} does not match: {problem}")
+            files.append(batch.path)
+        return pl.scan_parquet(files).select(
+            [pl.col(name).cast(dtype) for name, dtype in dataset.schema.items()]
+        )

@@ -1,0 +1,52 @@
+"""The read-side interface every dataset source implements.
+
+Exports only need two things from a data lake: which ingestion batches exist in a time window, and a lazy scan of
+some of them. Keeping that behind a Protocol lets AEP's Data Access API or a customer's own lake replace the local
+Parquet lake without touching the export code.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from dataclasses import dataclass
+from datetime import datetime
+from typing import Protocol, runtime_checkable
+
+import polars as pl
+
+from ajo_exports.catalog import Dataset
+
+__all__ = ["Batch", "DatasetSource", "LakeError"]
+
+
+@dataclass(frozen=True)
+class Batch:
+    """One ingestion batch of a dataset; incremental exports watermark on ``ingested_at``."""
+
+    dataset_slug: str
+    batch_id: str
+    ingested_at: datetime  # tz-aware UTC
+    rows: int
+    path: str  # where the batch lives (a file path for the local lake)
+
+
+class LakeError(Exception):
+    """A user-facing, one-line problem with the lake (missing index, corrupt file, schema mismatch)."""
+
+
+@runtime_checkable
+class DatasetSource(Protocol):
+    """Where dataset rows come from."""
+
+    def list_batches(
+        self,
+        dataset: Dataset,
+        ingested_from: datetime | None = None,
+        ingested_until: datetime | None = None,
+    ) -> list[Batch]:
+        """Batches ingested in the half-open window [from, until), sorted by ingested_at then batch_id."""
+        ...
+
+    def scan(self, dataset: Dataset, batches: Sequence[Batch]) -> pl.LazyFrame:
+        """Lazily scan only ``batches``; rows conform to ``dataset.schema`` (empty frame for zero batches)."""
+        ...

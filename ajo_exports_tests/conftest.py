@@ -1,0 +1,21 @@
+"""Test set-up: nothing leaves 127.0.0.1, and every destination server is a real process started here."""
+
+from __future__ import annotations
+
+import os
+
+# Before any SDK is imported: no SDK may ask a cloud metadata address, no Dagster telemetry.
+os.environ["AWS_EC2_METADATA_DISABLED"] = "true"
+os.environ["NO_GCE_CHECK"] = "true"
+os.environ["DAGSTER_DISABLE_TELEMETRY"] = "1"
+for proxy in ("HTTP_PROXY", "HTTPS_PROXY", "http_proxy", "https_proxy"):
+    os.environ.pop(proxy, None)
+os.environ["NO_PROXY"] = os.environ["no_proxy"] = "127.0.0.1,localhost"
+
+pytest_plugins = [
+    "ajo_exports_tests.servers.s3",
+    "ajo_exports_tests.servers.gcs",
+    "ajo_exports_tests.servers.azurite",
+    "ajo_exports_tests.servers.sshd",
+    "ajo_exports_tests.fixtures",
+]
