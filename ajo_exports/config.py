@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import os
 import re
+import uuid
 from datetime import UTC, datetime
 from enum import StrEnum
 from pathlib import Path
@@ -64,6 +65,11 @@ def config_path() -> Path:
     return local.resolve() if local.exists() else BUNDLED_CONFIG
 
 
+def destination_id(name: str) -> str:
+    """A stable UUID for a destination connection (AEP's destinationId in manifest names)."""
+    return str(uuid.uuid5(uuid.NAMESPACE_URL, f"ajo-exports:destination:{name}"))
+
+
 class SecretRef(str):
     """`${VAR}`: the name of an environment variable that holds a secret, never the secret itself."""
 
@@ -115,15 +121,12 @@ class _DestinationBase(_Model):
 
     @property
     def destination_id(self) -> str:
-        """A stable UUID for this destination connection (AEP's destinationId in manifest names)."""
-        import uuid
-
-        return str(uuid.uuid5(uuid.NAMESPACE_URL, f"ajo-exports:destination:{self.name}"))
+        return destination_id(self.name)
 
 
 class LocalDestinationConfig(_DestinationBase):
     type: Literal["local"]
-    path: str = ".ajo/exports"
+    path: str | None = None  # default: <AJO_EXPORTS_HOME>/exports
 
 
 class AmazonS3DestinationConfig(_DestinationBase):

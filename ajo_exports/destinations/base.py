@@ -151,3 +151,27 @@ def file_sha256(path: Path) -> str:
         for chunk in iter(lambda: stream.read(CHUNK), b""):
             digest.update(chunk)
     return digest.hexdigest()
+
+
+def probe(storage: Storage) -> list[str]:
+    """Write, list, read and delete a probe object: what `ajo-exports check-connection` runs. Each step that a
+    destination refuses raises its DestinationError, which names the permission it needed."""
+    import tempfile
+    import uuid
+
+    key = f"_ajo_probe/{uuid.uuid4()}.txt"
+    payload = b"ajo-exports connection probe\n"
+    with tempfile.TemporaryDirectory(prefix="ajo-probe-") as scratch:
+        stored = storage.put_bytes(key, payload, Path(scratch) / "probe.txt")
+    steps = [f"write {storage.uri(key)} ({stored.size} bytes)"]
+    if key not in {obj.key for obj in storage.list("_ajo_probe/")}:
+        raise DestinationError(storage.name, "list", "the probe object was written but is not listed")
+    steps.append("list")
+    if storage.read_bytes(key) != payload:
+        raise DestinationError(storage.name, "read", "the probe object reads back different bytes")
+    steps.append("read")
+    storage.delete(key)
+    if storage.stat(key) is not None:
+        raise DestinationError(storage.name, "delete", "the probe object is still there after delete")
+    steps.append("delete")
+    return steps

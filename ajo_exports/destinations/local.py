@@ -7,6 +7,7 @@ import shutil
 from pathlib import Path
 from typing import IO
 
+from ajo_exports.config import ajo_home
 from ajo_exports.destinations.base import DestinationError, DestinationResource, Storage, StoredObject, join_key
 
 
@@ -75,13 +76,15 @@ class LocalStorage(Storage):
 
 
 class LocalDestination(DestinationResource):
-    """A local folder: `path` is resolved against the working directory, `folder` nests inside it."""
+    """A local folder: `path` is resolved against the working directory (default: `<AJO_EXPORTS_HOME>/exports`),
+    `folder` nests inside it."""
 
-    path: str = ".ajo/exports"
+    path: str = ""
 
     @property
     def destination_type(self) -> str:
         return "local"
 
     def open_storage(self) -> Storage:
-        return LocalStorage(self.name, Path(self.path).expanduser().resolve() / self.folder)
+        root = Path(self.path).expanduser() if self.path else ajo_home() / "exports"
+        return LocalStorage(self.name, root.resolve() / self.folder)

@@ -89,6 +89,8 @@ def export_frame(storage: Storage, frame: pl.LazyFrame, spec: ExportSpec, scratc
         storage.delete(key)
     ext = extension(spec.file_format, spec.compression)
     job = uuid.uuid4()
+    if scratch is not None:
+        scratch.mkdir(parents=True, exist_ok=True)
     workdir = Path(tempfile.mkdtemp(prefix="ajo-export-", dir=scratch))
     try:
         writer = None

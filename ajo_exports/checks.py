@@ -1,0 +1,57 @@
+"""Delivery checks: read the manifest back from the destination and confirm every file arrived intact."""
+
+
+from dagster import (
+    AssetCheckExecutionContext,
+    AssetCheckResult,
+    AssetChecksDefinition,
+    AssetCheckSeverity,
+    AssetRecordsFilter,
+    asset_check,
+)
+
+from ajo_exports.assets import DELIVERY_CHECK, ExportAssetSpec
+from ajo_exports.export.verify import verify_delivery
+
+
+def latest_export(context: AssetCheckExecutionContext, spec: ExportAssetSpec):
+    """The latest materialization's metadata of the export asset (of this run's partition, when partitioned)."""
+    partition = context.partition_key if context.has_partition_key else None
+    result = context.instance.fetch_materializations(
+        AssetRecordsFilter(asset_key=spec.key, asset_partitions=[partition] if partition else None), limit=1
+    )
+    if not result.records:
+        return None
+    return result.records[0].asset_materialization.metadata
+
+
+def delivery_check(spec: ExportAssetSpec) -> AssetChecksDefinition:
+    @asset_check(
+        asset=spec.key,
+        name=DELIVERY_CHECK,
+        required_resource_keys={spec.io_manager_key},
+        description="Every file the manifest lists exists at the destination with its size and sha256, "
+        "and the manifest's rows equal the rows the export read.",
+    )
+    def _check(context: AssetCheckExecutionContext) -> AssetCheckResult:
+        metadata = latest_export(context, spec)
+        if metadata is None:
+            return AssetCheckResult(passed=False, description="not exported yet", severity=AssetCheckSeverity.WARN)
+        manifest_key = metadata["manifest_key"].value
+        if not manifest_key:
+            return AssetCheckResult(passed=False, description="the export wrote no manifest to verify against")
+        io_manager = getattr(context.resources, spec.io_manager_key)
+        with io_manager.destination.open_storage() as storage:
+            result = verify_delivery(storage, manifest_key, metadata["rows"].value)
+        return AssetCheckResult(
+            passed=result.passed,
+            description=result.summary(),
+            metadata={
+                "files_checked": result.files_checked,
+                "rows": result.rows,
+                "manifest_key": manifest_key,
+                "problems": "\n".join(result.problems) or "none",
+            },
+        )
+
+    return _check

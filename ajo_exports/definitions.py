@@ -1,0 +1,54 @@
+"""The Dagster definitions of the exports.yaml in force: explicit lists of assets, checks, jobs and resources."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+from dagster import AssetSelection, Definitions, define_asset_job
+
+from ajo_exports.assets import ExportAssetSpec, dataset_asset, export_asset, io_manager_key, job_name
+from ajo_exports.catalog import DATASETS
+from ajo_exports.checks import delivery_check
+from ajo_exports.config import ExportsConfig, ajo_home, load_config
+from ajo_exports.destinations import build_destination
+from ajo_exports.export.io_manager import ExportIOManager
+from ajo_exports.export.window import partitions_for
+from ajo_exports.lake.resource import LakeResource
+
+
+def export_specs(config: ExportsConfig) -> list[ExportAssetSpec]:
+    return [
+        ExportAssetSpec(flow, dataset, config.destination(flow.destination), config.organization)
+        for flow in config.dataflows
+        for dataset in flow.selected_datasets()
+    ]
+
+
+def build_definitions(config: ExportsConfig, home: Path) -> Definitions:
+    specs = export_specs(config)
+    jobs = [
+        define_asset_job(
+            job_name(flow.name),
+            selection=AssetSelection.assets(*[s.key for s in specs if s.dataflow is flow]),
+            partitions_def=partitions_for(flow.schedule),
+            description=f"Export dataflow {flow.name!r} to destination {flow.destination!r}",
+            tags={"dataflow": flow.name},
+        )
+        for flow in config.dataflows
+    ]
+    resources = {
+        "lake": LakeResource(root=str(home / "lake")),
+        **{
+            io_manager_key(d.name): ExportIOManager(destination=build_destination(d), scratch_dir=str(home / "tmp"))
+            for d in config.destinations
+        },
+    }
+    return Definitions(
+        assets=[dataset_asset(d) for d in DATASETS] + [export_asset(s) for s in specs],
+        asset_checks=[delivery_check(s) for s in specs],
+        jobs=jobs,
+        resources=resources,
+    )
+
+
+defs = build_definitions(load_config(), ajo_home())

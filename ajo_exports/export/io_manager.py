@@ -1,0 +1,114 @@
+"""The export IO manager: one class for every destination, delegating the bytes to the destination's Storage.
+
+Like dagster-aws's S3 IO manager, it is a thin ConfigurableIOManager with typed fields; the destination is a
+nested resource (S3, Azure Blob, ..., local folder), so adding a destination adds no export logic.
+"""
+
+from __future__ import annotations
+
+from dataclasses import asdict
+from datetime import UTC, datetime
+from pathlib import Path
+
+import polars as pl
+from dagster import AssetExecutionContext, ConfigurableIOManager, InputContext, MetadataValue, OutputContext
+
+from ajo_exports.config import Compression, FileFormat, Schedule, destination_id
+from ajo_exports.destinations.base import DestinationResource, Storage
+from ajo_exports.export.layout import LayoutContext, render_folder
+from ajo_exports.export.window import ExportWindow, window_for
+from ajo_exports.export.writer import ExportResult, ExportSpec, export_frame
+
+# Keys of the export asset's definition metadata that tell the IO manager how to write it.
+SETTINGS = (
+    "dataset_id", "dataflow", "format", "compression", "folder_template", "manifest", "max_rows_per_file",
+    "max_bytes_per_file", "organization", "sandbox", "schedule",
+)
+
+
+def run_created(context: OutputContext | AssetExecutionContext) -> datetime:
+    """When the run was created: the exportTime of a `once` export, the same for every step of the run."""
+    instance = context.step_context.instance if isinstance(context, OutputContext) else context.instance
+    record = instance.get_run_record_by_id(context.run_id)
+    return record.create_timestamp.astimezone(UTC) if record else datetime.now(UTC)
+
+
+def settings_of(metadata: dict) -> dict:
+    return {key: getattr(metadata[key], "value", metadata[key]) for key in SETTINGS}
+
+
+def output_window(context: OutputContext, schedule: Schedule) -> ExportWindow:
+    time_window = context.asset_partitions_time_window if context.has_asset_partitions else None
+    return window_for(
+        schedule,
+        time_window=(time_window.start, time_window.end) if time_window else None,
+        partition_key=context.asset_partition_key if context.has_asset_partitions else None,
+        tags=dict(context.step_context.dagster_run.tags),
+        run_created=run_created(context),
+    )
+
+
+class ExportIOManager(ConfigurableIOManager):
+    """Writes an export asset's LazyFrame to its destination in AEP's layout; exports are never loaded back."""
+
+    destination: DestinationResource
+    scratch_dir: str | None = None
+
+    def handle_output(self, context: OutputContext, obj: pl.LazyFrame) -> None:
+        settings = settings_of(context.definition_metadata)
+        schedule = Schedule.model_validate_json(settings["schedule"])
+        window = output_window(context, schedule)
+        with self.destination.open_storage() as storage:
+            folder = render_folder(
+                settings["folder_template"],
+                LayoutContext(
+                    dataset_id=settings["dataset_id"],
+                    export_time=window.export_time,
+                    run_time=run_created(context),
+                    sandbox=settings["sandbox"],
+                    organization=settings["organization"],
+                    destination_type=self.destination.destination_type,
+                    destination_name=self.destination.name,
+                    destination_id=destination_id(self.destination.name),
+                ),
+            )
+            template = settings["folder_template"]
+            spec = ExportSpec(
+                dataset_id=settings["dataset_id"],
+                dataflow=settings["dataflow"],
+                destination_id=destination_id(self.destination.name),
+                folder=folder,
+                export_time=window.export_time,
+                run_id=context.run_id,
+                file_format=FileFormat(settings["format"]),
+                compression=Compression(settings["compression"]),
+                max_rows_per_file=int(settings["max_rows_per_file"]),
+                max_bytes_per_file=int(settings["max_bytes_per_file"]),
+                write_manifest=bool(settings["manifest"]),
+                dedicated_folder="%DATASET_ID%" in template and ("%EXPORT_TIME%" in template or "%DATETIME" in template),
+            )
+            result = export_frame(storage, obj, spec, Path(self.scratch_dir) if self.scratch_dir else None)
+            context.add_output_metadata(export_metadata(storage, result, window))
+
+    def load_input(self, context: InputContext) -> pl.LazyFrame:
+        raise NotImplementedError("exports are delivered to a destination, not loaded back into Dagster")
+
+
+def export_metadata(storage: Storage, result: ExportResult, window: ExportWindow) -> dict:
+    """Numeric values the UI plots over time, plus where the files are and the manifest to verify them by."""
+    return {
+        "rows": MetadataValue.int(result.rows),
+        "files": MetadataValue.int(len(result.files)),
+        "bytes": MetadataValue.int(result.bytes),
+        "seconds": MetadataValue.float(round(result.seconds, 3)),
+        "mb_per_second": MetadataValue.float(round(result.mb_per_second, 3)),
+        "export_time": MetadataValue.text(window.export_time.strftime("%Y-%m-%dT%H:%MZ")),
+        "folder": MetadataValue.text(result.folder),
+        "folder_uri": MetadataValue.url(storage.uri(result.folder)),
+        "keys": MetadataValue.json(result.keys),
+        "uris": MetadataValue.json([storage.uri(key) for key in result.keys]),
+        "files_detail": MetadataValue.json([asdict(item) for item in result.files]),
+        "manifest_key": MetadataValue.text(result.manifest_key or ""),
+        "manifest_uri": MetadataValue.url(storage.uri(result.manifest_key)) if result.manifest_key else MetadataValue.text(""),
+        "replaced_files": MetadataValue.int(len(result.removed)),
+    }
