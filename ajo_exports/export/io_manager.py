@@ -28,8 +28,11 @@ SETTINGS = (
 
 def run_created(context: OutputContext | AssetExecutionContext) -> datetime:
     """When the run was created: the exportTime of a `once` export, the same for every step of the run."""
-    instance = context.step_context.instance if isinstance(context, OutputContext) else context.instance
-    record = instance.get_run_record_by_id(context.run_id)
+    if isinstance(context, OutputContext):
+        instance, run_id = context.step_context.instance, context.run_id
+    else:
+        instance, run_id = context.instance, context.run.run_id
+    record = instance.get_run_record_by_id(run_id)
     return record.create_timestamp.astimezone(UTC) if record else datetime.now(UTC)
 
 

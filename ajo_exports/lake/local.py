@@ -200,9 +200,7 @@ class LocalLake:
         upper = _utc(ingested_until) if ingested_until is not None else None
         batches = [self._batch(dataset, entry) for entry in self._read_index(dataset)]
         selected = [
-            b
-            for b in batches
-            if (lower is None or b.ingested_at >= lower) and (upper is None or b.ingested_at < upper)
+            b for b in batches if (lower is None or b.ingested_at >= lower) and (upper is None or b.ingested_at < upper)
         ]
         return sorted(selected, key=lambda b: (b.ingested_at, b.batch_id))
 
@@ -225,6 +223,4 @@ class LocalLake:
             if problem:
                 raise LakeError(f"batch file {batch.path} of dataset {dataset.slug} does not match: {problem}")
             files.append(batch.path)
-        return pl.scan_parquet(files).select(
-            [pl.col(name).cast(dtype) for name, dtype in dataset.schema.items()]
-        )
+        return pl.scan_parquet(files).select([pl.col(name).cast(dtype) for name, dtype in dataset.schema.items()])
