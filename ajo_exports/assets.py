@@ -8,6 +8,7 @@ import polars as pl
 from dagster import (
     AssetExecutionContext,
     AssetKey,
+    AssetObservation,
     AssetsDefinition,
     BetaWarning,
     DataVersion,
@@ -22,6 +23,7 @@ from ajo_exports.catalog import Dataset
 from ajo_exports.config import Dataflow, DestinationConfig, Organization
 from ajo_exports.export.io_manager import run_created
 from ajo_exports.export.window import partitions_for, window_for
+from ajo_exports.lake import Batch
 from ajo_exports.lake.resource import LakeResource
 
 DATASET_GROUP = "aep_datasets"
@@ -58,16 +60,23 @@ def _table_schema(schema: pl.Schema):
     return TableSchema(columns=[TableColumn(name, str(dtype)[:200]) for name, dtype in schema.items()])
 
 
+def observed(batches: list[Batch]) -> dict:
+    """The dataset's observed size in the lake, recorded on its asset each time it is observed or exported."""
+    return {
+        "rows": MetadataValue.int(sum(b.rows for b in batches)),
+        "batches": MetadataValue.int(len(batches)),
+        "latest_batch": batches[-1].batch_id if batches else "(none)",
+        "latest_ingestion": batches[-1].ingested_at.isoformat() if batches else "(none)",
+    }
+
+
 def dataset_asset(dataset: Dataset) -> AssetsDefinition:
     """The dataset as it sits in the lake; observing it records its batch and row counts."""
 
     def _observe(lake: LakeResource) -> ObserveResult:
-        source = lake.open()
-        batches = source.list_batches(dataset)
-        latest = batches[-1].batch_id if batches else "empty"
+        batches = lake.open().list_batches(dataset)
         return ObserveResult(
-            data_version=DataVersion(latest),
-            metadata={"rows": sum(b.rows for b in batches), "batches": len(batches), "latest_batch": latest},
+            data_version=DataVersion(batches[-1].batch_id if batches else "empty"), metadata=observed(batches)
         )
 
     with warnings.catch_warnings():  # observable source assets are beta in Dagster 1.13, and stable enough here
@@ -157,6 +166,8 @@ def export_asset(spec: ExportAssetSpec) -> AssetsDefinition:
             run_created=run_created(context),
         )
         source = lake.open()
+        everything = source.list_batches(dataset)
+        context.log_event(AssetObservation(asset_key=dataset_key(dataset), metadata=observed(everything)))
         batches = source.list_batches(dataset, window.ingested_from, window.ingested_until)
         frame = source.scan(dataset, batches)
         if dataset.is_time_series:

@@ -39,10 +39,10 @@ def plain(metadata: dict) -> dict:
 
 
 def first_error(result) -> str | None:
-    """The innermost message of the first failed step: what a person needs, without a traceback."""
+    """The first failed step's own error (beneath Dagster's wrappers), in one line and without a traceback."""
     for event in result.get_step_failure_events():
         error = event.step_failure_data.error
-        while error is not None and error.cause is not None:
+        while error is not None and error.cls_name and error.cls_name.startswith("Dagster") and error.cause:
             error = error.cause
         message = (error.message if error else "step failed").strip().splitlines()[0]
         return f"{event.step_key}: {message}"
@@ -65,7 +65,7 @@ def run_dataflow(
     export_time: datetime | None = None,
     checks_only: bool = False,
     with_checks: bool = True,
-    log_level: str = "WARNING",
+    log_level: str = "CRITICAL",
 ) -> RunReport:
     """Materialize the selected exports of a dataflow (and, by default, their delivery checks) in one run."""
     chosen = _selected(specs, dataflow, datasets)

@@ -10,6 +10,7 @@ from pathlib import Path
 
 import polars as pl
 import pytest
+from dagster import AssetKey
 
 from ajo_exports.catalog import get_dataset
 from ajo_exports.config import Compression, FileFormat, destination_id
@@ -73,6 +74,12 @@ def test_exact_keys_rows_and_manifest(tmp_path: Path, lake_root: Path, instance)
         expected = lake_rows(lake_root, slug)
         assert body["totalRows"] == item["rows"] == expected.height == run.exports[slug]["rows"]
         assert set(body["schema"]) == set(get_dataset(slug).schema)
+
+        observation = instance.fetch_observations(AssetKey(["aep", slug]), limit=1).records[0].asset_observation
+        lake = LocalLake(lake_root)
+        batches = lake.list_batches(get_dataset(slug))
+        assert observation.metadata["rows"].value == sum(b.rows for b in batches)
+        assert observation.metadata["batches"].value == len(batches) == 2
 
         got = delivered_rows(exports / folder)
         assert got.equals(expected), f"{slug}: delivered rows differ from the lake"

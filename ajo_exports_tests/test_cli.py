@@ -1,0 +1,130 @@
+"""The command line: the main job end to end, and bad input as one-line errors with nothing half-written."""
+
+from __future__ import annotations
+
+import json
+import os
+import shutil
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+from ajo_exports.catalog import DATASETS, get_dataset
+from ajo_exports.cli import main
+from ajo_exports_tests.helpers import local_config
+
+FEEDBACK = "ajo_message_feedback_event_dataset"
+
+
+@pytest.fixture
+def home(tmp_path: Path, lake_root: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
+    """An AJO_EXPORTS_HOME with a copy of the session's sample lake and a config writing to home/exports."""
+    home = tmp_path / "home"
+    shutil.copytree(lake_root, home / "lake")
+    config = tmp_path / "exports.yaml"
+    config.write_text(local_config(home / "exports", datasets=[FEEDBACK, "journeys"]))
+    monkeypatch.setenv("AJO_EXPORTS_HOME", str(home))
+    monkeypatch.setenv("AJO_EXPORTS_CONFIG", str(config))
+    monkeypatch.setenv("DAGSTER_HOME", str(home / "dagster"))
+    return home
+
+
+def run_cli(capsys: pytest.CaptureFixture, *argv: str) -> tuple[int, str, str]:
+    code = main(list(argv))
+    out, err = capsys.readouterr()
+    return code, out, err
+
+
+def assert_one_line_error(code: int, err: str, *needles: str) -> None:
+    assert code == 2
+    lines = [line for line in err.splitlines() if line.startswith("ajo-exports: error:")]
+    assert len(lines) == 1, err
+    assert "Traceback" not in err
+    for needle in needles:
+        assert needle in lines[0], lines[0]
+
+
+def test_run_exports_checks_and_prints_the_table(home: Path, capsys) -> None:
+    code, out, _ = run_cli(capsys, "run")
+    assert code == 0
+    assert "dataset" in out and "check" in out
+    feedback_line = next(line for line in out.splitlines() if line.startswith(FEEDBACK))
+    assert feedback_line.split()[1] == "prime" and feedback_line.split()[-1] == "passed"
+    folder = home / "exports" / get_dataset(FEEDBACK).dataset_id
+    (window,) = list(folder.iterdir())
+    assert window.name.startswith("exportTime=")
+    assert len([p for p in window.iterdir() if p.name.startswith("manifest-")]) == 1
+    assert f"files landed in {(home / 'exports').resolve().as_uri()}" in out
+    code, out, _ = run_cli(capsys, "verify")
+    assert code == 0 and out.count("passed") == 2
+
+
+def test_datasets_json_lists_21_with_tiers(capsys) -> None:
+    code, out, _ = run_cli(capsys, "datasets", "--json")
+    listed = json.loads(out)
+    assert code == 0 and len(listed) == len(DATASETS) == 21
+    assert sum(1 for d in listed if d["tier"] == "ultimate") == 5
+    code, out, _ = run_cli(capsys, "datasets", "--tier", "prime", "--json")
+    assert {d["tier"] for d in json.loads(out)} == {"prime"} and len(json.loads(out)) == 16
+
+
+def test_unknown_dataset_slug(home: Path, capsys) -> None:
+    code, _, err = run_cli(capsys, "run", "--dataset", "ajo_message_feedback")
+    assert_one_line_error(code, err, "'ajo_message_feedback'", "ajo_message_feedback_event_dataset")
+    assert not (home / "exports").exists() or not any((home / "exports").iterdir())
+
+
+def test_unknown_destination_name(home: Path, tmp_path: Path, capsys) -> None:
+    config = Path(os.environ["AJO_EXPORTS_CONFIG"])
+    config.write_text(config.read_text().replace("destination: local", "destination: s3-archive"))
+    code, _, err = run_cli(capsys, "run")
+    assert_one_line_error(code, err, str(config), "unknown destination 's3-archive'")
+
+
+def test_malformed_yaml(home: Path, capsys) -> None:
+    config = Path(os.environ["AJO_EXPORTS_CONFIG"])
+    config.write_text("destinations:\n  - name: local\n    type: [local\n")
+    code, _, err = run_cli(capsys, "run")
+    assert_one_line_error(code, err, str(config), "malformed YAML", "line")
+
+
+def test_unwritable_export_folder(home: Path, tmp_path: Path, capsys) -> None:
+    blocker = tmp_path / "not-a-folder"
+    blocker.write_text("a file where the export folder should be")
+    Path(os.environ["AJO_EXPORTS_CONFIG"]).write_text(local_config(blocker / "exports", datasets=[FEEDBACK]))
+    code, _, err = run_cli(capsys, "run")
+    assert_one_line_error(code, err, "destination 'local'", str(blocker / "exports"))
+    assert blocker.read_text() == "a file where the export folder should be"
+
+
+def test_empty_lake(home: Path, capsys) -> None:
+    shutil.rmtree(home / "lake")
+    code, _, err = run_cli(capsys, "run")
+    assert_one_line_error(code, err, "lake", "empty", "ajo-exports lake seed")
+
+
+def test_corrupt_parquet_file_in_the_lake(home: Path, capsys) -> None:
+    batch = sorted((home / "lake" / FEEDBACK).glob("*.parquet"))[0]
+    batch.write_bytes(b"PAR1 this is not parquet")
+    code, _, err = run_cli(capsys, "run", "--dataset", FEEDBACK)
+    assert_one_line_error(code, err, batch.name, FEEDBACK)
+    assert not list((home / "exports").rglob("manifest-*")) if (home / "exports").exists() else True
+
+
+def test_console_script_runs_the_main_job_in_a_fresh_home(tmp_path: Path) -> None:
+    """`ajo-exports lake seed` then `ajo-exports run` as separate processes, as `make run` calls them."""
+    env = {**os.environ, "AJO_EXPORTS_HOME": str(tmp_path / ".ajo"), "AJO_EXPORTS_CONFIG": ""}
+    env.pop("DAGSTER_HOME", None)
+    exe = str(Path(sys.executable).parent / "ajo-exports")
+    subprocess.run([exe, "lake", "seed", "--rows", "100", "--batches", "2"], env=env, cwd=tmp_path, check=True)
+    done = subprocess.run([exe, "run"], env=env, cwd=tmp_path, capture_output=True, text=True, timeout=300)
+    assert done.returncode == 0, done.stderr
+    table = [line for line in done.stdout.splitlines() if line.split()[:1] and line.split()[0] in
+             {d.slug for d in DATASETS}]
+    assert len(table) == 21 and all(line.split()[-1] == "passed" for line in table)
+    assert "Traceback" not in done.stderr
+    assert (tmp_path / ".ajo" / "dagster" / "dagster.yaml").exists()
+    runs = list((tmp_path / ".ajo" / "dagster").rglob("runs.db")) + list((tmp_path / ".ajo" / "dagster").rglob("*.db"))
+    assert runs, "runs are recorded in the instance under .ajo/dagster so the UI shows them"
