@@ -11,7 +11,8 @@ from dagster import (
 )
 
 from ajo_exports.assets import DELIVERY_CHECK, ExportAssetSpec
-from ajo_exports.export.verify import verify_delivery
+from ajo_exports.export.manifest import ExportedFile
+from ajo_exports.export.verify import verify_files, verify_manifest
 
 
 def latest_export(context: AssetCheckExecutionContext, spec: ExportAssetSpec):
@@ -38,18 +39,21 @@ def delivery_check(spec: ExportAssetSpec) -> AssetChecksDefinition:
         if metadata is None:
             return AssetCheckResult(passed=False, description="not exported yet", severity=AssetCheckSeverity.WARN)
         manifest_key = metadata["manifest_key"].value
-        if not manifest_key:
-            return AssetCheckResult(passed=False, description="the export wrote no manifest to verify against")
+        rows = metadata["rows"].value
         io_manager = getattr(context.resources, spec.io_manager_key)
         with io_manager.destination.open_storage() as storage:
-            result = verify_delivery(storage, manifest_key, metadata["rows"].value)
+            if manifest_key:
+                result = verify_manifest(storage, manifest_key, rows)
+            else:  # manifest turned off: verify against what the export recorded in Dagster
+                files = [ExportedFile(**item) for item in metadata["files_detail"].value]
+                result = verify_files(storage, metadata["folder"].value, files, rows, spec.dataset.dataset_id)
         return AssetCheckResult(
             passed=result.passed,
             description=result.summary(),
             metadata={
                 "files_checked": result.files_checked,
                 "rows": result.rows,
-                "manifest_key": manifest_key,
+                "manifest_key": manifest_key or "(manifest off)",
                 "problems": "\n".join(result.problems) or "none",
             },
         )

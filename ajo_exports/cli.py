@@ -7,13 +7,26 @@ import json
 import os
 import shutil
 import sys
-from datetime import UTC, datetime
+from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
+from ajo_exports.activation import Confirmations
 from ajo_exports.catalog import DATASETS, Tier, UnknownDatasetError, datasets_for_tier, get_dataset
-from ajo_exports.config import ConfigError, ExportsConfig, ajo_home, config_path, load_config
+from ajo_exports.config import (
+    ConfigError,
+    Dataflow,
+    ExportsConfig,
+    Frequency,
+    Permission,
+    ajo_home,
+    config_path,
+    load_config,
+)
 from ajo_exports.destinations import build_destination
 from ajo_exports.destinations.base import DestinationError, probe
+from ajo_exports.export.formats import extension
+from ajo_exports.export.layout import LayoutContext, render_folder
+from ajo_exports.export.window import partitions_for
 from ajo_exports.lake import LakeError, LocalLake, generate_batch, seed_lake
 
 INSTANCE_YAML = "telemetry:\n  enabled: false\nnux:\n  enabled: false\n"
@@ -45,7 +58,23 @@ def _table(rows: list[list[str]], header: list[str]) -> str:
     return "\n".join([line(header), line(["-" * w for w in widths]), *(line(r) for r in rows)])
 
 
-def cmd_datasets(args: argparse.Namespace, config: ExportsConfig | None) -> int:
+def principal(args: argparse.Namespace) -> str | None:
+    return args.principal or os.environ.get("AJO_EXPORTS_PRINCIPAL") or None
+
+
+def require(config: ExportsConfig, args: argparse.Namespace, permission: Permission) -> None:
+    """Refuse a command the acting principal may not run (only when the config has an `access` section)."""
+    who = principal(args)
+    if config.allows(who, permission):
+        return
+    if who is None:
+        raise CliError(f"{config_path()}: access control is on: act as a principal with --as NAME or "
+                       "AJO_EXPORTS_PRINCIPAL")
+    raise CliError(f"principal {who!r} lacks permission {permission.value} needed for `{args.command}`")
+
+
+def cmd_datasets(args: argparse.Namespace, config: ExportsConfig) -> int:
+    require(config, args, Permission.VIEW_DATASETS)
     chosen = datasets_for_tier(Tier(args.tier)) if args.tier else DATASETS
     if args.tier == Tier.ULTIMATE.value:
         chosen = tuple(d for d in chosen if d.tier is Tier.ULTIMATE)
@@ -114,9 +143,22 @@ def _print_report(report, config: ExportsConfig, dataflow: str) -> None:
         print(f"files landed in {storage.uri()}")
 
 
+def last_closed_window(flow: Dataflow) -> str | None:
+    """A scheduled dataflow run by hand exports its latest closed window unless --window says otherwise."""
+    partitions = partitions_for(flow.schedule)
+    if partitions is None:
+        return None
+    keys = partitions.get_partition_keys(current_time=datetime.now(UTC))
+    if not keys:
+        raise CliError(f"dataflow {flow.name!r} has no closed export window yet: its first one ends at "
+                       f"{first_export(flow):%Y-%m-%d %H:%M} UTC; pass --window KEY to export another")
+    return keys[-1]
+
+
 def cmd_run(args: argparse.Namespace, config: ExportsConfig) -> int:
     from ajo_exports.operations import run_dataflow
 
+    require(config, args, Permission.MANAGE_AND_ACTIVATE_DATASET_DESTINATIONS)
     for slug in args.dataset or []:
         get_dataset(slug)
     export_time = datetime.fromisoformat(args.export_time) if args.export_time else None
@@ -127,8 +169,9 @@ def cmd_run(args: argparse.Namespace, config: ExportsConfig) -> int:
     instance = _instance()
     status = 0
     for dataflow in _dataflows(config, args.dataflow):
+        window = args.window or last_closed_window(config.dataflow(dataflow))
         report = run_dataflow(defs, specs, instance, dataflow=dataflow, datasets=args.dataset,
-                              partition_key=args.window, export_time=export_time)
+                              partition_key=window, export_time=export_time)
         if not report.success:
             raise CliError(f"dataflow {dataflow} failed: {report.error}")
         _print_report(report, config, dataflow)
@@ -140,6 +183,7 @@ def cmd_run(args: argparse.Namespace, config: ExportsConfig) -> int:
 def cmd_verify(args: argparse.Namespace, config: ExportsConfig) -> int:
     from ajo_exports.operations import run_dataflow
 
+    require(config, args, Permission.VIEW_DESTINATIONS)
     defs, specs = _definitions(config)
     instance = _instance()
     status = 0
@@ -153,7 +197,93 @@ def cmd_verify(args: argparse.Namespace, config: ExportsConfig) -> int:
     return status
 
 
+def first_export(flow: Dataflow) -> datetime | None:
+    """When the first export happens: the end of the first cadence window, or the once-export's start."""
+    partitions = partitions_for(flow.schedule)
+    if partitions is None:
+        return flow.schedule.start
+    keys = partitions.get_partition_keys(current_time=flow.schedule.end)
+    return partitions.time_window_for_partition_key(keys[0]).end if keys else None
+
+
+def cadence(flow: Dataflow) -> str:
+    plan = flow.schedule
+    if plan.frequency is Frequency.ONCE:
+        return "once, a full export" + (f" at {plan.start:%Y-%m-%d %H:%M} UTC" if plan.start else " when run")
+    every = "daily" if plan.frequency is Frequency.DAILY else f"every {plan.every_hours} hours"
+    return f"{every} from {plan.start:%Y-%m-%d %H:%M} UTC, incremental (first export: everything so far)"
+
+
+def review_lines(config: ExportsConfig, flow: Dataflow, now: datetime) -> tuple[list[str], list[str]]:
+    """What `review` prints, and the problems that make it exit non-zero."""
+    problems: list[str] = []
+    destination = config.destination(flow.destination)
+    datasets = config.datasets_of(flow)
+    first = first_export(flow)
+    end = flow.schedule.end
+    lines = [
+        f"Dataflow       {flow.name} ({'enabled' if flow.enabled else 'disabled'})",
+        f"Organization   {config.organization.name}, sandbox {config.organization.sandbox}, "
+        f"{config.organization.product_tier.value.capitalize()}",
+        f"Destination    {destination.name} ({destination.type}), id {destination.destination_id}",
+        f"Location       {destination.location}",
+        f"Datasets       {len(datasets)}",
+        *(f"  - {d.slug} ({d.tier.value}, {d.dataset_id})" for d in datasets),
+        f"Format         {flow.format.value}, compression {flow.compression.value}, files *."
+        f"{extension(flow.format, flow.compression)}{'.gpg' if destination.pgp_public_key else ''}, "
+        f"manifest {'on' if flow.manifest else 'off'}",
+        f"Schedule       {cadence(flow)}",
+        f"First export   {first:%Y-%m-%d %H:%M} UTC" if first else "First export   when run (`ajo-exports run`)",
+        f"End date       {end:%Y-%m-%d %H:%M} UTC" if end else "End date       none (a once export)",
+        f"Entitlement    ok: every dataset is allowed on {config.organization.product_tier.value.capitalize()}",
+    ]
+    if datasets:
+        folder = render_folder(flow.folder_template, LayoutContext(
+            datasets[0].dataset_id, first or now, first or now, config.organization.sandbox,
+            config.organization.name, destination.type, destination.name, destination.destination_id))
+        lines.append(f"First folder   {destination.location.rstrip('/')}/{folder}/")
+    missing = destination.missing_secrets()
+    if missing:
+        problems.append(f"destination {destination.name!r} needs environment variables: {', '.join(missing)}")
+    if end is not None and end <= now:
+        problems.append(f"the end date {end:%Y-%m-%d %H:%M} UTC has passed: nothing would be exported")
+    elif end is not None and end - now <= timedelta(days=14):
+        lines.append(f"Warning        the end date is within 14 days ({end:%Y-%m-%d})")
+    ok, why = Confirmations(ajo_home()).status(config, flow)
+    lines.append(f"Confirmation   {why}")
+    return lines, problems
+
+
+def cmd_review(args: argparse.Namespace, config: ExportsConfig) -> int:
+    require(config, args, Permission.VIEW_DESTINATIONS)
+    require(config, args, Permission.VIEW_DATASETS)
+    flows = [config.dataflow(args.dataflow)] if args.dataflow else config.dataflows
+    now = datetime.now(UTC)
+    status = 0
+    for flow in flows:
+        lines, problems = review_lines(config, flow, now)
+        print("\n".join(lines))
+        for problem in problems:
+            print(f"Problem        {problem}")
+            status = 1
+        print()
+    return status
+
+
+def cmd_activate(args: argparse.Namespace, config: ExportsConfig) -> int:
+    require(config, args, Permission.MANAGE_AND_ACTIVATE_DATASET_DESTINATIONS)
+    flow = config.dataflow(args.dataflow)
+    _, problems = review_lines(config, flow, datetime.now(UTC))
+    if problems:
+        raise CliError(f"dataflow {flow.name!r} cannot be activated: {'; '.join(problems)}")
+    confirmation = Confirmations(ajo_home()).record(config, flow, principal(args) or os.environ.get("USER", "local"))
+    print(f"dataflow {flow.name} confirmed by {confirmation.principal} at {confirmation.confirmed_at} "
+          f"(config {confirmation.config_hash[:12]})")
+    return 0
+
+
 def cmd_check_connection(args: argparse.Namespace, config: ExportsConfig) -> int:
+    require(config, args, Permission.MANAGE_DESTINATIONS)
     destination = config.destination(args.destination)
     with build_destination(destination).open_storage() as storage:
         steps = probe(storage)
@@ -164,6 +294,7 @@ def cmd_check_connection(args: argparse.Namespace, config: ExportsConfig) -> int
 
 
 def cmd_destinations(args: argparse.Namespace, config: ExportsConfig) -> int:
+    require(config, args, Permission.VIEW_DESTINATIONS)
     rows = [[d.name, d.type, d.destination_id, d.folder or "/"] for d in config.destinations]
     print(_table(rows, ["destination", "type", "destination id", "folder"]))
     return 0
@@ -172,12 +303,13 @@ def cmd_destinations(args: argparse.Namespace, config: ExportsConfig) -> int:
 def parser() -> argparse.ArgumentParser:
     root = argparse.ArgumentParser(prog="ajo-exports", description=__doc__)
     root.add_argument("--config", help="exports.yaml (default: $AJO_EXPORTS_CONFIG, ./exports.yaml, bundled demo)")
+    root.add_argument("--as", dest="principal", help="act as this principal (default: $AJO_EXPORTS_PRINCIPAL)")
     sub = root.add_subparsers(dest="command", required=True)
 
     p = sub.add_parser("datasets", help="list the Journey Optimizer datasets")
     p.add_argument("--tier", choices=[t.value for t in Tier])
     p.add_argument("--json", action="store_true")
-    p.set_defaults(func=cmd_datasets, needs_config=False)
+    p.set_defaults(func=cmd_datasets, needs_config=True)
 
     lake = sub.add_parser("lake", help="the embedded sample lake")
     lake_sub = lake.add_subparsers(dest="lake_command", required=True)
@@ -206,6 +338,14 @@ def parser() -> argparse.ArgumentParser:
     check = sub.add_parser("check-connection", help="write, list and delete a probe object at a destination")
     check.add_argument("destination")
     check.set_defaults(func=cmd_check_connection, needs_config=True)
+
+    review = sub.add_parser("review", help="what a dataflow will export, where, how and when; non-zero on problems")
+    review.add_argument("dataflow", nargs="?")
+    review.set_defaults(func=cmd_review, needs_config=True)
+
+    activate = sub.add_parser("activate", help="confirm a reviewed dataflow so that its schedule runs it")
+    activate.add_argument("dataflow")
+    activate.set_defaults(func=cmd_activate, needs_config=True)
 
     dest = sub.add_parser("destinations", help="list the configured destinations")
     dest.set_defaults(func=cmd_destinations, needs_config=True)

@@ -123,10 +123,21 @@ class _DestinationBase(_Model):
     def destination_id(self) -> str:
         return destination_id(self.name)
 
+    def missing_secrets(self) -> list[str]:
+        """Secret fields whose environment variable is not set here (review reports them before a run fails)."""
+        return [
+            f"{field} (${{{value.env_var}}})" for field, value in self if isinstance(value, SecretRef)
+            and not os.environ.get(value.env_var)
+        ]
+
 
 class LocalDestinationConfig(_DestinationBase):
     type: Literal["local"]
     path: str | None = None  # default: <AJO_EXPORTS_HOME>/exports
+
+    @property
+    def location(self) -> str:
+        return "/".join(p for p in (self.path or str(ajo_home() / "exports"), self.folder) if p)
 
 
 class AmazonS3DestinationConfig(_DestinationBase):
@@ -156,6 +167,10 @@ class AmazonS3DestinationConfig(_DestinationBase):
             return self
         raise ValueError("give either access_key_id and secret_access_key, or role_arn")
 
+    @property
+    def location(self) -> str:
+        return f"s3://{self.bucket}/{self.folder}"
+
 
 class AzureBlobDestinationConfig(_DestinationBase):
     type: Literal["azure_blob"]
@@ -168,6 +183,10 @@ class AzureBlobDestinationConfig(_DestinationBase):
         if not AZURE_CONTAINER.match(value):
             raise ValueError("container names are 3-63 lowercase letters, digits and single hyphens")
         return value
+
+    @property
+    def location(self) -> str:
+        return f"azure blob container {self.container}, folder /{self.folder}"
 
 
 class AdlsGen2DestinationConfig(_DestinationBase):
@@ -193,6 +212,10 @@ class AdlsGen2DestinationConfig(_DestinationBase):
     def account(self) -> str:
         return ABFSS_URL.match(self.url).group("account")  # type: ignore[union-attr]
 
+    @property
+    def location(self) -> str:
+        return f"{self.url.rstrip('/')}/{self.folder}"
+
 
 class DataLandingZoneDestinationConfig(_DestinationBase):
     type: Literal["data_landing_zone"]
@@ -203,6 +226,10 @@ class DataLandingZoneDestinationConfig(_DestinationBase):
         if self.pgp_public_key is not None:
             raise ValueError("the Data Landing Zone has no encryption option: remove pgp_public_key")
         return self
+
+    @property
+    def location(self) -> str:
+        return f"data landing zone container dlz-destination, folder /{self.folder}"
 
 
 class GoogleCloudStorageDestinationConfig(_DestinationBase):
@@ -230,6 +257,10 @@ class GoogleCloudStorageDestinationConfig(_DestinationBase):
             return self
         raise ValueError("give either hmac_access_key_id and hmac_secret, or service_account_json")
 
+    @property
+    def location(self) -> str:
+        return f"gs://{self.bucket}/{self.folder}"
+
 
 class SftpDestinationConfig(_DestinationBase):
     type: Literal["sftp"]
@@ -248,6 +279,10 @@ class SftpDestinationConfig(_DestinationBase):
         if self.known_hosts is None and self.host_key_fingerprint is None:
             raise ValueError("give known_hosts or host_key_fingerprint: unknown host keys are refused")
         return self
+
+    @property
+    def location(self) -> str:
+        return f"sftp://{self.username}@{self.host}:{self.port}/{self.folder}"
 
 
 DestinationConfig = Annotated[
@@ -371,28 +406,75 @@ class Organization(_Model):
     product_tier: Tier = Tier.ULTIMATE
 
 
+class Permission(StrEnum):
+    """AEP's permissions for dataset exports (§8)."""
+
+    VIEW_DATASETS = "view_datasets"
+    VIEW_DESTINATIONS = "view_destinations"
+    MANAGE_DESTINATIONS = "manage_destinations"
+    MANAGE_AND_ACTIVATE_DATASET_DESTINATIONS = "manage_and_activate_dataset_destinations"
+
+
+class FieldProblem(ValueError):
+    """A cross-field problem found after parsing, located at a field so the one-line error can name it."""
+
+    def __init__(self, loc: tuple[int | str, ...], message: str):
+        self.loc = loc
+        super().__init__(message)
+
+
 class ExportsConfig(_Model):
     organization: Organization = Organization()
     destinations: list[DestinationConfig]
     dataflows: list[Dataflow]
-    access: dict[str, list[str]] = {}
+    access: dict[str, list[Permission]] = {}
     webhook_url: str | None = None
 
     @model_validator(mode="after")
     def _references(self) -> ExportsConfig:
-        for kind, names in (("destination", [d.name for d in self.destinations]), ("dataflow", [f.name for f in self.dataflows])):
-            seen: set[str] = set()
-            for name in names:
-                if name in seen:
-                    raise ValueError(f"duplicate {kind} name {name!r}")
-                seen.add(name)
+        for kind, names in (("destinations", [d.name for d in self.destinations]),
+                            ("dataflows", [f.name for f in self.dataflows])):
+            for index, name in enumerate(names):
+                if name in names[:index]:
+                    raise FieldProblem((kind, index, "name"), f"duplicate name {name!r}")
         known = {d.name for d in self.destinations}
-        for flow in self.dataflows:
+        for index, flow in enumerate(self.dataflows):
             if flow.destination not in known:
-                raise ValueError(
-                    f"dataflow {flow.name!r}: unknown destination {flow.destination!r} (known: {', '.join(sorted(known))})"
-                )
+                raise FieldProblem(("dataflows", index, "destination"),
+                                   f"unknown destination {flow.destination!r} (known: {', '.join(sorted(known))})")
+        refused = [
+            f"{flow.name}/{dataset.slug} (needs {dataset.tier.value.capitalize()})"
+            for flow in self.dataflows if flow.datasets != "all"
+            for dataset in flow.selected_datasets() if not self.entitled(dataset)
+        ]
+        if refused:
+            raise FieldProblem(
+                ("organization", "product_tier"),
+                f"organization {self.organization.name!r} is on {self.organization.product_tier.value.capitalize()} "
+                f"and may not export: {', '.join(refused)}",
+            )
+        for principal, granted in self.access.items():
+            if not granted:
+                raise FieldProblem(("access", principal), f"principal {principal!r} has no permission")
+            if (Permission.MANAGE_AND_ACTIVATE_DATASET_DESTINATIONS in granted
+                    and Permission.VIEW_DESTINATIONS not in granted):
+                raise FieldProblem(("access", principal),
+                                   "manage_and_activate_dataset_destinations requires view_destinations (as in AEP)")
         return self
+
+    def entitled(self, dataset: Dataset) -> bool:
+        """Prime organisations may export only Prime datasets; Ultimate ones may export all."""
+        return self.organization.product_tier is Tier.ULTIMATE or dataset.tier is Tier.PRIME
+
+    def datasets_of(self, flow: Dataflow) -> tuple[Dataset, ...]:
+        """A dataflow's datasets; `all` means all that the organisation's tier may export."""
+        return tuple(d for d in flow.selected_datasets() if self.entitled(d))
+
+    def allows(self, principal: str | None, permission: Permission) -> bool:
+        """Without an `access` section everyone may do everything (the embedded default)."""
+        if not self.access:
+            return True
+        return principal is not None and permission in self.access.get(principal, [])
 
     def destination(self, name: str) -> DestinationConfig:
         for destination in self.destinations:
@@ -440,7 +522,9 @@ def load_config(path: Path | None = None) -> ExportsConfig:
         return ExportsConfig.model_validate(raw)
     except ValidationError as exc:
         error = exc.errors()[0]
-        field, value = _location(error["loc"], raw)
+        cause = (error.get("ctx") or {}).get("error")
+        loc = cause.loc if isinstance(cause, FieldProblem) else error["loc"]
+        field, value = _location(loc, raw)
         message = error["msg"].removeprefix("Value error, ")
         shown = "" if isinstance(value, dict | list) or value is None else f" = {value!r}"
         if any(hint in field for hint in SECRET_FIELD_HINTS):

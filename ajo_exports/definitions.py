@@ -1,4 +1,5 @@
-"""The Dagster definitions of the exports.yaml in force: explicit lists of assets, checks, jobs and resources."""
+"""The Dagster definitions of the exports.yaml in force: explicit lists of assets, checks, jobs, schedules,
+sensors and resources."""
 
 from __future__ import annotations
 
@@ -14,20 +15,22 @@ from ajo_exports.destinations import build_destination
 from ajo_exports.export.io_manager import ExportIOManager
 from ajo_exports.export.window import partitions_for
 from ajo_exports.lake.resource import LakeResource
+from ajo_exports.schedules import dataflow_schedule
+from ajo_exports.sensors import end_date_sensor, failure_sensor, lineage_sensor
 
 
 def export_specs(config: ExportsConfig) -> list[ExportAssetSpec]:
     return [
         ExportAssetSpec(flow, dataset, config.destination(flow.destination), config.organization)
         for flow in config.dataflows
-        for dataset in flow.selected_datasets()
+        for dataset in config.datasets_of(flow)
     ]
 
 
 def build_definitions(config: ExportsConfig, home: Path) -> Definitions:
     specs = export_specs(config)
-    jobs = [
-        define_asset_job(
+    jobs = {
+        flow.name: define_asset_job(
             job_name(flow.name),
             selection=AssetSelection.assets(*[s.key for s in specs if s.dataflow is flow]),
             partitions_def=partitions_for(flow.schedule),
@@ -35,7 +38,8 @@ def build_definitions(config: ExportsConfig, home: Path) -> Definitions:
             tags={"dataflow": flow.name},
         )
         for flow in config.dataflows
-    ]
+    }
+    schedules = [dataflow_schedule(config, flow, jobs[flow.name], home) for flow in config.dataflows]
     resources = {
         "lake": LakeResource(root=str(home / "lake")),
         **{
@@ -46,7 +50,9 @@ def build_definitions(config: ExportsConfig, home: Path) -> Definitions:
     return Definitions(
         assets=[dataset_asset(d) for d in DATASETS] + [export_asset(s) for s in specs],
         asset_checks=[delivery_check(s) for s in specs],
-        jobs=jobs,
+        jobs=list(jobs.values()),
+        schedules=[s for s in schedules if s is not None],
+        sensors=[failure_sensor(config, list(jobs.values())), end_date_sensor(config), lineage_sensor(specs)],
         resources=resources,
     )
 

@@ -110,6 +110,7 @@ class DestinationResource(ConfigurableResource):
 
     name: str
     folder: str = ""
+    pgp_public_key: str | None = None  # Base64 armoured public key; data files are encrypted to it
 
     def open_storage(self) -> Storage:
         raise NotImplementedError

@@ -88,6 +88,7 @@ class ExportIOManager(ConfigurableIOManager):
                 max_rows_per_file=int(settings["max_rows_per_file"]),
                 max_bytes_per_file=int(settings["max_bytes_per_file"]),
                 write_manifest=bool(settings["manifest"]),
+                pgp_public_key=self.destination.pgp_public_key,
                 dedicated_folder="%DATASET_ID%" in template and ("%EXPORT_TIME%" in template or "%DATETIME" in template),
             )
             result = export_frame(storage, obj, spec, Path(self.scratch_dir) if self.scratch_dir else None)

@@ -5,12 +5,11 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 
 from ajo_exports.destinations.base import DestinationError, Storage, join_key
-from ajo_exports.export.manifest import Manifest, is_manifest
+from ajo_exports.export.manifest import ExportedFile, Manifest, is_manifest
 
 
 @dataclass
 class Verification:
-    manifest_key: str
     files_checked: int = 0
     rows: int = 0
     problems: list[str] = field(default_factory=list)
@@ -21,51 +20,58 @@ class Verification:
 
     def summary(self) -> str:
         if self.passed:
-            return f"{self.files_checked} files, {self.rows} rows delivered as the manifest lists"
+            return f"{self.files_checked} files, {self.rows} rows delivered as listed"
         return "; ".join(self.problems)
 
 
-def verify_delivery(storage: Storage, manifest_key: str, expected_rows: int | None) -> Verification:
-    """Every listed file exists with the listed size and sha256, nothing else sits in the window's folder, and
-    the manifest's rows equal the rows the export read."""
-    check = Verification(manifest_key)
+def verify_manifest(storage: Storage, manifest_key: str, expected_rows: int | None) -> Verification:
+    """Verify an export against the manifest it left at the destination."""
     try:
         manifest = Manifest.from_json(storage.read_bytes(manifest_key))
     except DestinationError:
-        check.problems.append(f"manifest {storage.uri(manifest_key)} is missing")
-        return check
+        return Verification(problems=[f"manifest {storage.uri(manifest_key)} is missing"])
     folder = manifest_key.rsplit("/", 1)[0] if "/" in manifest_key else ""
-    listed = {join_key(folder, item.name) for item in manifest.exportResults}
-    for item in manifest.exportResults:
-        key = join_key(folder, item.name)
-        found = storage.stat(key)
-        if found is None:
-            check.problems.append(f"{item.name}: listed in the manifest but missing at {storage.uri(key)}")
-            continue
-        if found.size != item.size:
-            check.problems.append(f"{item.name}: size expected {item.size}, found {found.size}")
-            continue
-        sha256 = storage.sha256(key)
-        if sha256 != item.sha256:
-            check.problems.append(f"{item.name}: sha256 expected {item.sha256}, found {sha256}")
-            continue
-        check.files_checked += 1
-        check.rows += item.rows
-    listed_rows = sum(item.rows for item in manifest.exportResults)
-    if listed_rows != manifest.totalRows:
-        check.problems.append(f"manifest files hold {listed_rows} rows but totalRows is {manifest.totalRows}")
-    if expected_rows is not None and manifest.totalRows != expected_rows:
-        check.problems.append(f"manifest totalRows {manifest.totalRows}, but the export read {expected_rows} rows")
-    prefix = folder + "/" if folder else ""
-    for obj in storage.list(prefix):
-        rest = obj.key[len(prefix):]
-        if "/" not in rest and rest.startswith("part-") and obj.key not in listed and manifest_is_dedicated(folder, manifest):
-            check.problems.append(f"{rest}: in the export folder but not in the manifest (a duplicate set?)")
-        elif "/" not in rest and is_manifest(obj.key) and obj.key != manifest_key and manifest_is_dedicated(folder, manifest):
-            check.problems.append(f"{rest}: a second manifest in the export folder")
+    check = verify_files(storage, folder, manifest.exportResults, expected_rows, manifest.datasetId, manifest_key)
+    if sum(item.rows for item in manifest.exportResults) != manifest.totalRows:
+        check.problems.append(f"manifest files hold {check.rows} rows but totalRows is {manifest.totalRows}")
     return check
 
 
-def manifest_is_dedicated(folder: str, manifest: Manifest) -> bool:
-    """Strays are only judged in a folder that belongs to one dataset's window."""
-    return manifest.datasetId in folder.split("/")
+def verify_files(
+    storage: Storage,
+    folder: str,
+    files: list[ExportedFile],
+    expected_rows: int | None,
+    dataset_id: str,
+    manifest_key: str | None = None,
+) -> Verification:
+    """Every listed file exists with its size and sha256, their rows equal the rows the export read, and, in a
+    folder of this dataset's own, nothing else is there (no second set of part files, no second manifest)."""
+    check = Verification()
+    listed = {join_key(folder, item.name) for item in files}
+    for item in files:
+        key = join_key(folder, item.name)
+        found = storage.stat(key)
+        if found is None:
+            check.problems.append(f"{item.name}: listed but missing at {storage.uri(key)}")
+        elif found.size != item.size:
+            check.problems.append(f"{item.name}: size expected {item.size}, found {found.size}")
+        elif (sha256 := storage.sha256(key)) != item.sha256:
+            check.problems.append(f"{item.name}: sha256 expected {item.sha256}, found {sha256}")
+        else:
+            check.files_checked += 1
+            check.rows += item.rows
+    listed_rows = sum(item.rows for item in files)
+    if expected_rows is not None and listed_rows != expected_rows:
+        check.problems.append(f"the files hold {listed_rows} rows, but the export read {expected_rows} rows")
+    if dataset_id in folder.split("/"):
+        prefix = folder + "/" if folder else ""
+        for obj in storage.list(prefix):
+            name = obj.key[len(prefix):]
+            if "/" in name or obj.key in listed or obj.key == manifest_key:
+                continue
+            if name.startswith("part-"):
+                check.problems.append(f"{name}: in the export folder but not listed (a duplicate set?)")
+            elif is_manifest(obj.key):
+                check.problems.append(f"{name}: a second manifest in the export folder")
+    return check

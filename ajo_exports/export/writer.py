@@ -24,7 +24,8 @@ import polars as pl
 
 from ajo_exports.config import Compression, FileFormat
 from ajo_exports.destinations.base import Storage, file_sha256, join_key
-from ajo_exports.export.formats import extension, open_part
+from ajo_exports.export.encryption import ENCRYPTED_SUFFIX, Encryptor
+from ajo_exports.export.formats import PartWriter, extension, open_part
 from ajo_exports.export.manifest import (
     ExportedFile,
     Manifest,
@@ -54,6 +55,7 @@ class ExportSpec:
     write_manifest: bool = True
     batch_rows: int = 50_000
     dedicated_folder: bool = True  # the folder holds only this dataset's window (template has both macros)
+    pgp_public_key: str | None = None  # Base64 armoured key: every data file is encrypted to it and gains .gpg
 
 
 @dataclass
@@ -92,6 +94,7 @@ def export_frame(storage: Storage, frame: pl.LazyFrame, spec: ExportSpec, scratc
     if scratch is not None:
         scratch.mkdir(parents=True, exist_ok=True)
     workdir = Path(tempfile.mkdtemp(prefix="ajo-export-", dir=scratch))
+    encryptor = Encryptor(spec.pgp_public_key) if spec.pgp_public_key else None
     try:
         writer = None
         for batch in _batches(frame, spec):
@@ -104,10 +107,10 @@ def export_frame(storage: Storage, frame: pl.LazyFrame, spec: ExportSpec, scratc
                 writer.write(batch.slice(offset, take))
                 offset += take
                 if writer.rows >= spec.max_rows_per_file or writer.bytes_written >= spec.max_bytes_per_file:
-                    _publish(storage, writer, spec, result)
+                    _publish(storage, writer, spec, result, encryptor)
                     writer = None
         if writer is not None:
-            _publish(storage, writer, spec, result)
+            _publish(storage, writer, spec, result, encryptor)
         keep = set(result.keys)
         for key in previous:
             if key not in keep:
@@ -133,6 +136,8 @@ def export_frame(storage: Storage, frame: pl.LazyFrame, spec: ExportSpec, scratc
         _withdraw(storage, result.keys)
         raise
     finally:
+        if encryptor is not None:
+            encryptor.close()
         shutil.rmtree(workdir, ignore_errors=True)
     result.seconds = time.perf_counter() - started
     return result
@@ -157,9 +162,16 @@ def _previous_export(storage: Storage, spec: ExportSpec) -> tuple[list[str], lis
     return mine, parts
 
 
-def _publish(storage: Storage, writer, spec: ExportSpec, result: ExportResult) -> None:
+def _publish(
+    storage: Storage, writer: PartWriter, spec: ExportSpec, result: ExportResult, encryptor: Encryptor | None
+) -> None:
     writer.close()
     path: Path = writer.path
+    if encryptor is not None:
+        encrypted = path.with_name(path.name + ENCRYPTED_SUFFIX)
+        encryptor.encrypt(path, encrypted)
+        path.unlink()
+        path = encrypted
     key = join_key(spec.folder, path.name)
     sha256 = file_sha256(path)
     stored = storage.publish(path, key)

@@ -1,0 +1,133 @@
+"""Sensors: alerts on failed exports, a warning before a dataflow's end date, and the lineage record of exports.
+
+AEP stops a dataflow silently at its end date, and alerts on failed runs only by subscription; these make both
+visible. The lineage sensor records, on each dataset asset, every delivery of it (dataflow, destination, window,
+manifest URI): what `ajo-exports verify` and a person in the UI read to know where the data went.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import urllib.request
+from collections.abc import Callable
+from datetime import UTC, datetime, timedelta
+
+from dagster import (
+    AssetObservation,
+    AssetRecordsFilter,
+    DefaultSensorStatus,
+    RunFailureSensorContext,
+    SensorDefinition,
+    SensorEvaluationContext,
+    SensorResult,
+    SkipReason,
+    run_failure_sensor,
+    sensor,
+)
+
+from ajo_exports.assets import ExportAssetSpec, dataset_key
+from ajo_exports.config import ExportsConfig
+
+log = logging.getLogger(__name__)
+END_DATE_WARNING = timedelta(days=14)
+
+
+def post_webhook(url: str, payload: dict, timeout: float = 10.0) -> int:
+    """POST a JSON alert; a webhook that is down is logged, never allowed to fail the sensor."""
+    request = urllib.request.Request(
+        url, data=json.dumps(payload).encode(), headers={"Content-Type": "application/json"}, method="POST"
+    )
+    try:
+        with urllib.request.urlopen(request, timeout=timeout) as response:  # noqa: S310 - the configured hook
+            return response.status
+    except OSError as exc:
+        log.warning("alert webhook did not answer: %s", type(exc).__name__)
+        return 0
+
+
+def failure_sensor(config: ExportsConfig, jobs: list) -> SensorDefinition:
+    @run_failure_sensor(
+        name="export_failure_alerts",
+        monitored_jobs=jobs,
+        default_status=DefaultSensorStatus.RUNNING,
+        description="Logs every failed export run and posts it to the configured webhook.",
+    )
+    def _alert(context: RunFailureSensorContext) -> None:
+        run = context.dagster_run
+        message = context.failure_event.message or "run failed"
+        context.log.error(f"export run {run.run_id} of {run.job_name} failed: {message}")
+        if config.webhook_url:
+            post_webhook(config.webhook_url, {
+                "event": "export_failed", "job": run.job_name, "runId": run.run_id,
+                "dataflow": run.tags.get("dataflow"), "partition": run.tags.get("dagster/partition"),
+                "message": message,
+            })
+
+    return _alert
+
+
+def end_date_sensor(config: ExportsConfig, clock: Callable[[], datetime] = lambda: datetime.now(UTC)) -> SensorDefinition:
+    @sensor(
+        name="dataflow_end_dates",
+        minimum_interval_seconds=3600,
+        default_status=DefaultSensorStatus.RUNNING,
+        description="Warns when an enabled dataflow's end date is within 14 days or has passed: AEP stops silently.",
+    )
+    def _warn(context: SensorEvaluationContext) -> SkipReason:
+        now = clock()
+        notes = []
+        for flow in config.dataflows:
+            end = flow.schedule.end
+            if not flow.enabled or end is None:
+                continue
+            if end <= now:
+                notes.append(f"dataflow {flow.name!r} ended at {end:%Y-%m-%d %H:%M} UTC and exports nothing more")
+            elif end - now <= END_DATE_WARNING:
+                days = (end - now).days
+                notes.append(f"dataflow {flow.name!r} ends in {days} days, at {end:%Y-%m-%d %H:%M} UTC")
+        for note in notes:
+            context.log.warning(note + ": extend its end date to keep exporting")
+        if notes and config.webhook_url:
+            post_webhook(config.webhook_url, {"event": "dataflow_end_date", "warnings": notes})
+        return SkipReason("; ".join(notes) if notes else "no dataflow ends within 14 days")
+
+    return _warn
+
+
+def lineage_sensor(specs: list[ExportAssetSpec]) -> SensorDefinition:
+    @sensor(
+        name="export_lineage",
+        minimum_interval_seconds=30,
+        default_status=DefaultSensorStatus.RUNNING,
+        description="Records each successful export as an observation on its dataset asset.",
+    )
+    def _record(context: SensorEvaluationContext) -> SensorResult | SkipReason:
+        after = int(context.cursor or 0)
+        newest, events = after, []
+        for spec in specs:
+            records = context.instance.fetch_materializations(
+                AssetRecordsFilter(asset_key=spec.key, after_storage_id=after), limit=1000, ascending=True
+            ).records
+            for record in records:
+                metadata = record.asset_materialization.metadata
+                value = lambda key: getattr(metadata.get(key), "value", "")  # noqa: E731
+                events.append(AssetObservation(
+                    asset_key=dataset_key(spec.dataset),
+                    metadata={
+                        "exported_by_dataflow": spec.dataflow.name,
+                        "destination": spec.destination.name,
+                        "destination_type": spec.destination.type,
+                        "window": record.asset_materialization.partition or value("export_time"),
+                        "export_time": value("export_time"),
+                        "manifest_uri": value("manifest_uri"),
+                        "rows": value("rows"),
+                        "run_id": record.run_id,
+                    },
+                ))
+                newest = max(newest, record.storage_id)
+        if not events:
+            return SkipReason("no new exports since the last lineage record")
+        return SensorResult(asset_events=events, cursor=str(newest))
+
+    return _record
