@@ -1,0 +1,298 @@
+"""Dataflows: cadence windows as partitions, incremental exports, schedules behind confirmation, sensors, PGP."""
+
+from __future__ import annotations
+
+import http.server
+import json
+import shutil
+import threading
+from datetime import UTC, datetime, timedelta
+from pathlib import Path
+
+import polars as pl
+import pytest
+import yaml
+from dagster import (
+    AssetKey,
+    DagsterInstance,
+    RunRequest,
+    SensorResult,
+    SkipReason,
+    build_schedule_context,
+    build_sensor_context,
+)
+
+from ajo_exports.activation import Confirmations
+from ajo_exports.catalog import get_dataset
+from ajo_exports.definitions import build_definitions, export_specs
+from ajo_exports.export.formats import read_part
+from ajo_exports.lake import LocalLake, generate_batch
+from ajo_exports.schedules import schedule_name
+from ajo_exports.sensors import end_date_sensor, lineage_sensor, post_webhook
+from ajo_exports_tests.fixtures import SEED_NOW
+from ajo_exports_tests.helpers import parse_config, run_checks, run_export
+from ajo_exports_tests.pgp import KeyPair, decrypt
+
+FEEDBACK = "ajo_message_feedback_event_dataset"
+JOURNEYS = "journeys"
+START = datetime(2026, 11, 1, 2, 0, tzinfo=UTC)
+
+
+def dataflow_config(exports: Path, *, datasets: list[str], schedule: dict | None = None, destination: dict | None = None,
+                    **flow: object) -> str:
+    return yaml.safe_dump({
+        "organization": {"name": "acme", "sandbox": "prod", "product_tier": "ultimate"},
+        "destinations": [{"name": "local", "type": "local", "path": str(exports), **(destination or {})}],
+        "dataflows": [{"name": "daily", "destination": "local", "datasets": datasets,
+                       "schedule": schedule or {"frequency": "daily", "start": START.isoformat(),
+                                                "end": "2027-05-01T00:00:00Z"}, **flow}],
+    }, sort_keys=False)
+
+
+@pytest.fixture
+def own_lake(tmp_path: Path, lake_root: Path) -> Path:
+    """A copy of the session lake this test may append batches to."""
+    root = tmp_path / "home" / "lake"
+    shutil.copytree(lake_root, root)
+    return root
+
+
+def test_partition_keys_follow_aep_cadences(tmp_path: Path) -> None:
+    daily = parse_config(dataflow_config(tmp_path, datasets=[JOURNEYS]))
+    job = build_definitions(daily, tmp_path).resolve_job_def("export_daily")
+    keys = job.partitions_def.get_partition_keys(current_time=datetime(2026, 11, 4, 3, 0, tzinfo=UTC))
+    assert keys == ["2026-11-01", "2026-11-02", "2026-11-03"]
+    window = job.partitions_def.time_window_for_partition_key("2026-11-02")
+    assert (window.start, window.end) == (datetime(2026, 11, 2, 2, tzinfo=UTC), datetime(2026, 11, 3, 2, tzinfo=UTC))
+
+    six = parse_config(dataflow_config(tmp_path, datasets=[JOURNEYS], schedule={
+        "frequency": "hourly", "every_hours": 6, "start": "2026-11-01T01:30:00Z", "end": "2026-11-02T13:30:00Z"}))
+    defs = build_definitions(six, tmp_path)
+    job = defs.resolve_job_def("export_daily")
+    assert job.partitions_def.get_partition_keys(current_time=datetime(2026, 12, 1, tzinfo=UTC)) == [
+        "2026-11-01-01:30", "2026-11-01-07:30", "2026-11-01-13:30", "2026-11-01-19:30", "2026-11-02-01:30",
+        "2026-11-02-07:30",
+    ]
+    assert defs.resolve_schedule_def(schedule_name("daily")).cron_schedule == "30 1,7,13,19 * * *"
+
+
+def test_one_schedule_per_enabled_dataflow(tmp_path: Path) -> None:
+    config = yaml.safe_load(dataflow_config(tmp_path, datasets=[JOURNEYS]))
+    config["dataflows"].append({**config["dataflows"][0], "name": "paused", "enabled": False})
+    config["dataflows"].append({**config["dataflows"][0], "name": "adhoc", "schedule": {"frequency": "once"}})
+    defs = build_definitions(parse_config(yaml.safe_dump(config)), tmp_path)
+    assert [s.name for s in defs.schedules] == [schedule_name("daily")]
+    assert defs.resolve_schedule_def(schedule_name("daily")).cron_schedule == "0 2 * * *"
+    assert AssetKey(["export", "paused", JOURNEYS]) in {s.key for s in defs.resolve_all_asset_specs()}
+
+
+def test_schedule_runs_only_as_confirmed_and_never_after_the_end(tmp_path: Path) -> None:
+    text = dataflow_config(tmp_path, datasets=[JOURNEYS], schedule={
+        "frequency": "daily", "start": START.isoformat(), "end": "2026-11-05T02:00:00Z"})
+    config = parse_config(text)
+    home = tmp_path / "home"
+    defs = build_definitions(config, home)
+    schedule = defs.resolve_schedule_def(schedule_name("daily"))
+    tick = lambda moment: schedule.evaluate_tick(build_schedule_context(  # noqa: E731
+        instance=DagsterInstance.ephemeral(), scheduled_execution_time=moment, repository_def=defs.get_repository_def()))
+
+    result = tick(datetime(2026, 11, 3, 2, 0, tzinfo=UTC))
+    assert not result.run_requests and "has not been confirmed" in result.skip_message
+
+    Confirmations(home).record(config, config.dataflows[0], "ana")
+    (request,) = tick(datetime(2026, 11, 3, 2, 0, tzinfo=UTC)).run_requests
+    assert isinstance(request, RunRequest)
+    assert request.partition_key == "2026-11-02" and request.run_key == "daily:2026-11-02"
+    assert not tick(datetime(2026, 11, 6, 2, 0, tzinfo=UTC)).run_requests
+
+    changed = parse_config(text.replace("  destination: local\n", "  destination: local\n  format: json\n", 1))
+    defs = build_definitions(changed, home)
+    result = defs.resolve_schedule_def(schedule_name("daily")).evaluate_tick(build_schedule_context(
+        instance=DagsterInstance.ephemeral(), scheduled_execution_time=datetime(2026, 11, 3, 2, 0, tzinfo=UTC),
+        repository_def=defs.get_repository_def()))
+    assert not result.run_requests
+    assert "changed after ana confirmed it" in result.skip_message and "activate daily" in result.skip_message
+
+
+def lake_rows(lake: LocalLake, slug: str, since: datetime | None, until: datetime, export_time: datetime) -> pl.DataFrame:
+    dataset = get_dataset(slug)
+    frame = lake.scan(dataset, lake.list_batches(dataset, since, until)).collect()
+    if dataset.is_time_series:
+        frame = frame.filter(pl.col("timestamp") >= export_time - timedelta(days=365))
+    return frame
+
+
+def window_files(exports: Path, slug: str, export_time: str) -> list[Path]:
+    folder = exports / get_dataset(slug).dataset_id / f"exportTime={export_time}"
+    return sorted(folder.iterdir()) if folder.exists() else []
+
+
+def read_window(exports: Path, slug: str, export_time: str) -> pl.DataFrame:
+    parts = [p for p in window_files(exports, slug, export_time) if p.name.startswith("part-")]
+    return pl.concat([read_part(p, p.name) for p in parts]) if parts else pl.DataFrame()
+
+
+def test_incremental_windows_backfill_then_only_new_batches(tmp_path: Path, own_lake: Path, instance) -> None:
+    exports = tmp_path / "exports"
+    text = dataflow_config(exports, datasets=[FEEDBACK, JOURNEYS], max_rows_per_file=150)
+    lake = LocalLake(own_lake)
+    seeded = {slug: lake.list_batches(get_dataset(slug)) for slug in (FEEDBACK, JOURNEYS)}
+    assert all(b.ingested_at < SEED_NOW < datetime(2026, 11, 2, 2, tzinfo=UTC) for bs in seeded.values() for b in bs)
+
+    first = run_export(text, own_lake, dataflow="daily", partition_key="2026-11-01", instance=instance)
+    assert first.success, first.error
+    window1_end = datetime(2026, 11, 2, 2, tzinfo=UTC)
+    for slug in (FEEDBACK, JOURNEYS):
+        expected = lake_rows(lake, slug, None, window1_end, window1_end)
+        assert first.exports[slug]["rows"] == expected.height > 0
+        assert read_window(exports, slug, "202611020200").sort("_id").equals(expected.sort("_id"))
+        assert first.checks[slug][0]
+
+    for slug in (FEEDBACK, JOURNEYS):
+        dataset = get_dataset(slug)
+        frame = generate_batch(dataset, 60, seed=99, batch_index=2, now=datetime(2026, 11, 2, 5, tzinfo=UTC))
+        lake.append_batch(dataset, frame, ingested_at=datetime(2026, 11, 2, 5, tzinfo=UTC))
+    second = run_export(text, own_lake, dataflow="daily", partition_key="2026-11-02", instance=instance)
+    window2_end = datetime(2026, 11, 3, 2, tzinfo=UTC)
+    for slug in (FEEDBACK, JOURNEYS):
+        new_rows = lake_rows(lake, slug, window1_end, window2_end, window2_end)
+        assert second.exports[slug]["rows"] == new_rows.height > 0
+        assert read_window(exports, slug, "202611030200").sort("_id").equals(new_rows.sort("_id"))
+
+    again = run_export(text, own_lake, dataflow="daily", partition_key="2026-11-02", instance=instance)
+    for slug in (FEEDBACK, JOURNEYS):
+        names = [p.name for p in window_files(exports, slug, "202611030200")]
+        assert len([n for n in names if n.startswith("manifest-")]) == 1
+        assert sorted(n for n in names if n.startswith("part-")) == sorted(
+            k.rsplit("/", 1)[1] for k in again.exports[slug]["keys"])
+        assert again.exports[slug]["rows"] == second.exports[slug]["rows"]
+        total = read_window(exports, slug, "202611020200").height + read_window(exports, slug, "202611030200").height
+        everything = (lake_rows(lake, slug, None, window1_end, window1_end).height
+                      + lake_rows(lake, slug, window1_end, window2_end, window2_end).height)
+        assert total == everything
+        if not get_dataset(slug).is_time_series:
+            assert total == sum(b.rows for b in lake.list_batches(get_dataset(slug)))
+
+    empty = run_export(text, own_lake, dataflow="daily", partition_key="2026-11-03", instance=instance)
+    assert empty.success, empty.error
+    for slug in (FEEDBACK, JOURNEYS):
+        assert empty.exports[slug]["rows"] == 0 and empty.exports[slug]["files"] == 0
+        (manifest,) = window_files(exports, slug, "202611040200")
+        assert json.loads(manifest.read_text())["exportResults"] == []
+        assert empty.checks[slug][0]
+
+
+def test_lineage_sensor_records_each_export_on_its_dataset(tmp_path: Path, lake_root: Path, instance) -> None:
+    text = dataflow_config(tmp_path / "exports", datasets=[JOURNEYS])
+    run = run_export(text, lake_root, dataflow="daily", partition_key="2026-11-01", instance=instance)
+    sensor = lineage_sensor(export_specs(parse_config(text)))
+    result = sensor(build_sensor_context(instance=instance))
+    assert isinstance(result, SensorResult)
+    (event,) = result.asset_events
+    assert event.asset_key == AssetKey(["aep", JOURNEYS])
+    assert event.metadata["exported_by_dataflow"].value == "daily"
+    assert event.metadata["window"].value == "2026-11-01"
+    assert event.metadata["manifest_uri"].value == run.exports[JOURNEYS]["manifest_uri"]
+    quiet = sensor(build_sensor_context(instance=instance, cursor=result.cursor))
+    assert isinstance(quiet, SkipReason)
+
+
+class Hook(http.server.BaseHTTPRequestHandler):
+    received: list[dict] = []
+
+    def do_POST(self) -> None:  # noqa: N802 - http.server's naming
+        Hook.received.append(json.loads(self.rfile.read(int(self.headers["Content-Length"]))))
+        self.send_response(204)
+        self.end_headers()
+
+    def log_message(self, *args: object) -> None:
+        return None
+
+
+@pytest.fixture
+def webhook():
+    server = http.server.HTTPServer(("127.0.0.1", 0), Hook)
+    thread = threading.Thread(target=server.serve_forever, daemon=True)
+    thread.start()
+    Hook.received = []
+    yield f"http://127.0.0.1:{server.server_port}/hook", Hook.received
+    server.shutdown()
+
+
+def test_end_date_sensor_warns_within_14_days_and_posts(tmp_path: Path, webhook) -> None:
+    url, received = webhook
+    config = yaml.safe_load(dataflow_config(tmp_path, datasets=[JOURNEYS]))
+    config["webhook_url"] = url
+    parsed = parse_config(yaml.safe_dump(config))
+    quiet = end_date_sensor(parsed, clock=lambda: datetime(2027, 3, 1, tzinfo=UTC))
+    assert "no dataflow ends" in quiet(build_sensor_context()).skip_message
+    soon = end_date_sensor(parsed, clock=lambda: datetime(2027, 4, 21, tzinfo=UTC))
+    reason = soon(build_sensor_context()).skip_message
+    assert "'daily' ends in 10 days" in reason
+    assert received and "ends in 10 days" in received[-1]["warnings"][0]
+
+
+def test_webhook_that_is_down_does_not_raise() -> None:
+    assert post_webhook("http://127.0.0.1:9/nothing", {"x": 1}, timeout=1) == 0
+
+
+def test_failure_sensor_posts_failed_runs(tmp_path: Path, lake_root: Path, webhook, instance) -> None:
+    from dagster import DagsterEventType, build_run_status_sensor_context
+
+    url, received = webhook
+    config = yaml.safe_load(dataflow_config(tmp_path / "blocked" / "exports", datasets=[JOURNEYS]))
+    config["webhook_url"] = url
+    (tmp_path / "blocked").write_text("a file where a folder should be")
+    text = yaml.safe_dump(config)
+    run = run_export(text, lake_root, dataflow="daily", partition_key="2026-11-01", instance=instance)
+    assert not run.success and "destination 'local'" in run.error
+    defs = build_definitions(parse_config(text), tmp_path)
+    sensor = next(s for s in defs.sensors if s.name == "export_failure_alerts")
+    dagster_run = instance.get_run_by_id(run.run_id)
+    failure = instance.get_records_for_run(run.run_id, of_type=DagsterEventType.RUN_FAILURE).records[0].event_log_entry
+    context = build_run_status_sensor_context(
+        sensor_name=sensor.name, dagster_instance=instance, dagster_run=dagster_run,
+        dagster_event=failure.dagster_event).for_run_failure()
+    sensor._run_status_sensor_fn(context)
+    assert received and received[-1]["runId"] == run.run_id and received[-1]["dataflow"] == "daily"
+    assert received[-1]["partition"] == "2026-11-01"
+
+
+def test_pgp_encrypted_export_decrypts_to_the_lake_rows(
+    tmp_path: Path, lake_root: Path, key_pair: KeyPair, instance
+) -> None:
+    exports = tmp_path / "exports"
+    text = dataflow_config(exports, datasets=[FEEDBACK], destination={"pgp_public_key": key_pair.public_b64},
+                           schedule={"frequency": "once"}, max_rows_per_file=120)
+    run = run_export(text, lake_root, dataflow="daily", export_time=START, instance=instance)
+    assert run.success, run.error and run.checks[FEEDBACK][0]
+    folder = exports / get_dataset(FEEDBACK).dataset_id / "exportTime=202611010200"
+    encrypted = sorted(p for p in folder.iterdir() if p.name.startswith("part-"))
+    assert encrypted and all(p.name.endswith(".gz.parquet.gpg") for p in encrypted)
+    manifest = json.loads(next(folder.glob("manifest-*.json")).read_text())
+    assert [(i["name"], i["size"]) for i in manifest["exportResults"]] == [(p.name, p.stat().st_size) for p in encrypted]
+    frames = []
+    for part in encrypted:
+        plain = tmp_path / part.name.removesuffix(".gpg")
+        decrypt(key_pair, part, plain)
+        frames.append(pl.read_parquet(plain))
+    lake = LocalLake(lake_root)
+    expected = lake_rows(lake, FEEDBACK, None, datetime(2100, 1, 1, tzinfo=UTC), START)
+    assert pl.concat(frames).sort("_id").equals(expected.sort("_id"))
+
+
+def test_manifest_off_and_a_custom_folder_template(tmp_path: Path, lake_root: Path, instance) -> None:
+    exports = tmp_path / "exports"
+    template = "%ORGANIZATION_NAME%/%SANDBOX_NAME%/%DESTINATION%_%DATASET_ID%_%DATETIME(YYYYMMdd_HHmmss)%"
+    text = dataflow_config(exports, datasets=[JOURNEYS], manifest=False, folder_template=template,
+                           schedule={"frequency": "once"})
+    run = run_export(text, lake_root, dataflow="daily", export_time=START, instance=instance)
+    assert run.success, run.error
+    (key,) = run.exports[JOURNEYS]["keys"]
+    folder = key.rsplit("/", 1)[0]
+    assert folder.startswith(f"acme/prod/local_{get_dataset(JOURNEYS).dataset_id}_2")
+    assert not list(exports.rglob("manifest-*"))
+    assert run.checks[JOURNEYS][0], run.checks[JOURNEYS][1]
+    (exports / key).unlink()
+    passed, description = run_checks(text, lake_root, dataflow="daily", instance=instance)[JOURNEYS]
+    assert not passed and key.rsplit("/", 1)[1] in description
