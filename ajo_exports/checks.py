@@ -13,6 +13,7 @@ from dagster import (
 from ajo_exports.assets import DELIVERY_CHECK, ExportAssetSpec
 from ajo_exports.export.manifest import ExportedFile
 from ajo_exports.export.verify import verify_files, verify_manifest
+from ajo_exports.export.window import partitions_for
 
 
 def latest_export(context: AssetCheckExecutionContext, spec: ExportAssetSpec):
@@ -31,6 +32,7 @@ def delivery_check(spec: ExportAssetSpec) -> AssetChecksDefinition:
         asset=spec.key,
         name=DELIVERY_CHECK,
         required_resource_keys={spec.io_manager_key},
+        partitions_def=partitions_for(spec.dataflow.schedule),
         description="Every file the manifest lists exists at the destination with its size and sha256, "
         "and the manifest's rows equal the rows the export read.",
     )

@@ -10,8 +10,9 @@ as OpenSSH writes it (`ssh-keyscan -p PORT host`). `host_key_fingerprint` is wha
 `SHA256:<base64>` (or `MD5:<hex:pairs>`). When both are given, both must match.
 
 Publishing needs OpenSSH's `posix-rename@openssh.com` extension (every OpenSSH server has it): the final name
-appears complete or not at all, and a crash leaves only `<name>.part`, which the next export of the window
-removes. SFTP has no checksum of its own, so `native_checksum` is None.
+appears complete or not at all. A connection lost mid-upload reconnects and rewrites `<name>.part` from the start;
+a server that stays away leaves at most that `.part` (a `part-*` name, which the next export of the window
+removes). SFTP has no checksum of its own, so `native_checksum` is None.
 """
 
 from __future__ import annotations
@@ -89,10 +90,10 @@ def fingerprint_matches(key: paramiko.PKey, expected: str) -> bool:
     """Compare with what `ssh-keygen -lf` prints: SHA256:<b64 without padding> or MD5:<hex pairs>."""
     expected = expected.strip()
     if expected.upper().startswith("MD5:"):
-        return hmac.compare_digest(key.get_fingerprint().hex(":"), expected[4:].lower())
-    if not expected.upper().startswith("SHA256:"):
-        expected = "SHA256:" + expected
-    return hmac.compare_digest(key.fingerprint, "SHA256:" + expected[7:].rstrip("="))
+        seen, wanted = key.get_fingerprint().hex(":"), expected[4:].lower()
+    else:
+        seen, wanted = key.fingerprint, "SHA256:" + expected.split(":", 1)[-1].rstrip("=")
+    return hmac.compare_digest(seen.encode(), wanted.encode())
 
 
 class SftpStorage(Storage):
@@ -133,6 +134,7 @@ class SftpStorage(Storage):
         self._transport: paramiko.Transport | None = None
         self._sftp: paramiko.SFTPClient | None = None
         self._dirs: set[str] = set()
+        self._unreachable = False
         self.root = ""
         self._call(f"open folder {folder or '(login folder)'}", self._open_root)
 
@@ -260,19 +262,26 @@ class SftpStorage(Storage):
 
         def attempt() -> T:
             try:
-                return operation(self._client())
+                result = operation(self._client())
             except Exception as exc:
                 if self._is_transient(exc):
                     self._disconnect()
                 raise
+            self._unreachable = False
+            return result
 
+        # A server that stayed away through one whole backoff gets one attempt per call until it answers again,
+        # so cleaning up after a lost server does not wait out a backoff per file.
+        attempts = 1 if self._unreachable else self.attempts
         try:
-            what = f"{self.name}: {action}"
-            return retry(attempt, is_transient=self._is_transient, attempts=self.attempts, what=what)
-        except DestinationError:
+            return retry(attempt, is_transient=self._is_transient, attempts=attempts, what=f"{self.name}: {action}")
+        except DestinationError as exc:
+            self._unreachable = exc.transient
             raise
         except Exception as exc:  # noqa: BLE001 - classified and named here
-            raise DestinationError(self.name, action, self._reason(exc), transient=self._is_transient(exc)) from None
+            transient = self._is_transient(exc)
+            self._unreachable = transient
+            raise DestinationError(self.name, action, self._reason(exc), transient=transient) from None
 
     # -- paths --------------------------------------------------------------------------------------------
 
@@ -304,9 +313,13 @@ class SftpStorage(Storage):
         for path in reversed(missing):
             try:
                 sftp.mkdir(path)
-            except OSError:
-                if not statmode.S_ISDIR(sftp.stat(path).st_mode or 0):
-                    raise
+            except OSError as refused:
+                try:
+                    made = statmode.S_ISDIR(sftp.stat(path).st_mode or 0)  # made meanwhile by another writer?
+                except OSError:
+                    made = False
+                if not made:
+                    raise refused from None
             self._dirs.add(path)
         self._dirs.add(directory)
 
@@ -384,7 +397,9 @@ class SftpStorage(Storage):
 
         def open_file(sftp: paramiko.SFTPClient) -> IO[bytes]:
             handle = sftp.open(remote, "rb")
-            handle.prefetch(max_concurrent_requests=64)
+            # Pipelined reads; memory stays bounded because the SSH channel window holds back unread data
+            # (paramiko's max_concurrent_requests busy-waits and is several times slower).
+            handle.prefetch()
             return handle  # type: ignore[return-value]
 
         return self._call(f"read {remote}", open_file)

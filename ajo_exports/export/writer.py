@@ -152,7 +152,8 @@ def _previous_export(storage: Storage, spec: ExportSpec) -> tuple[list[str], lis
     here = [obj.key for obj in storage.list(prefix) if "/" not in obj.key[len(prefix):]]
     manifests = [key for key in here if is_manifest(key)]
     if spec.dedicated_folder:
-        return manifests, [key for key in here if key[len(prefix):].startswith("part-")]
+        leftovers = [key for key in here if key[len(prefix):].startswith("part-") or key.endswith(".part")]
+        return manifests, leftovers  # `.part`: a temporary name of an upload that died mid-transfer
     mine, parts = [], []
     for key in manifests:
         manifest = Manifest.from_json(storage.read_bytes(key))
