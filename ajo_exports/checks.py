@@ -1,5 +1,9 @@
-"""Delivery checks: read the manifest back from the destination and confirm every file arrived intact."""
+"""Delivery checks (read the manifest back from the destination, confirm every file arrived intact) and freshness
+checks (a scheduled dataflow has exported within its cadence)."""
 
+
+from collections.abc import Callable
+from datetime import UTC, datetime, timedelta
 
 from dagster import (
     AssetCheckExecutionContext,
@@ -11,6 +15,7 @@ from dagster import (
 )
 
 from ajo_exports.assets import DELIVERY_CHECK, ExportAssetSpec
+from ajo_exports.config import Frequency, Schedule
 from ajo_exports.export.manifest import ExportedFile
 from ajo_exports.export.verify import verify_files, verify_manifest
 from ajo_exports.export.window import partitions_for
@@ -58,6 +63,49 @@ def delivery_check(spec: ExportAssetSpec) -> AssetChecksDefinition:
                 "manifest_key": manifest_key or "(manifest off)",
                 "problems": "\n".join(result.problems) or "none",
             },
+        )
+
+    return _check
+
+
+FRESHNESS_CHECK = "fresh"
+FRESHNESS_GRACE = timedelta(hours=1)
+
+
+def cadence_of(schedule: Schedule) -> timedelta | None:
+    if schedule.frequency is Frequency.DAILY:
+        return timedelta(days=1)
+    if schedule.frequency is Frequency.HOURLY:
+        return timedelta(hours=schedule.every_hours or 0)
+    return None
+
+
+def freshness_check(
+    spec: ExportAssetSpec, clock: Callable[[], datetime] = lambda: datetime.now(UTC)
+) -> AssetChecksDefinition | None:
+    """A scheduled dataflow's export is stale when its last success is older than the cadence plus a grace period:
+    the symptom of a stopped schedule, an unconfirmed change or a passed end date."""
+    cadence = cadence_of(spec.dataflow.schedule)
+    if cadence is None or not spec.dataflow.enabled:
+        return None
+    allowed = cadence + FRESHNESS_GRACE
+
+    @asset_check(
+        asset=spec.key,
+        name=FRESHNESS_CHECK,
+        description=f"The last successful export is at most {allowed} old (cadence {cadence} + grace).",
+    )
+    def _check(context: AssetCheckExecutionContext) -> AssetCheckResult:
+        records = context.instance.fetch_materializations(spec.key, limit=1).records
+        if not records:
+            return AssetCheckResult(passed=False, description="never exported")
+        last = datetime.fromtimestamp(records[0].timestamp, UTC)
+        age = clock() - last
+        return AssetCheckResult(
+            passed=age <= allowed,
+            description=f"last export {last:%Y-%m-%d %H:%M} UTC, {age.total_seconds() / 3600:.1f} h ago "
+            f"(allowed {allowed.total_seconds() / 3600:.1f} h)",
+            metadata={"age_hours": round(age.total_seconds() / 3600, 2), "allowed_hours": allowed.total_seconds() / 3600},
         )
 
     return _check

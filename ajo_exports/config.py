@@ -91,7 +91,7 @@ class SecretRef(str):
 
 
 Secret = SecretRef
-SECRET_FIELD_HINTS = ("secret", "password", "private_key", "connection_string", "sas_url")
+SECRET_FIELD_HINTS = ("secret", "password", "private_key", "connection_string", "sas_url", "service_account", "access_key")
 
 
 class _Model(BaseModel):
@@ -379,13 +379,15 @@ class Dataflow(_Model):
         if isinstance(value, list):
             if not value:
                 raise ValueError("list at least one dataset, or write 'all'")
+            slugs = []
             for slug in value:
                 try:
-                    get_dataset(slug)
+                    slugs.append(get_dataset(slug).slug)
                 except UnknownDatasetError as exc:
                     raise ValueError(str(exc)) from None
-            if len(set(value)) != len(value):
-                raise ValueError("a dataset is listed twice")
+            for index, slug in enumerate(slugs):
+                if slug in slugs[:index]:
+                    raise ValueError(f"dataset {slug!r} is listed twice (by slug or dataset ID)")
         return value
 
     @model_validator(mode="after")
@@ -509,9 +511,19 @@ def load_config(path: Path | None = None) -> ExportsConfig:
     """Read and validate exports.yaml; every problem becomes one ConfigError line naming file, field and value."""
     path = path or config_path()
     try:
-        raw = yaml.safe_load(path.read_text())
+        text = path.read_text(encoding="utf-8")
+        raw = yaml.safe_load(text)
     except FileNotFoundError:
         raise ConfigError(f"{path}: file not found") from None
+    except UnicodeDecodeError as exc:
+        raise ConfigError(f"{path}: not UTF-8 text (byte {exc.start})") from None
+    except OSError as exc:
+        raise ConfigError(f"{path}: cannot read: {exc.strerror or exc}") from None
+    except yaml.reader.ReaderError as exc:
+        line = text.count("\n", 0, exc.position) + 1
+        raise ConfigError(
+            f"{path}: line {line} malformed YAML: unacceptable character #x{exc.character:04x}: {exc.reason}"
+        ) from None
     except yaml.YAMLError as exc:
         mark = getattr(exc, "problem_mark", None)
         where = f" line {mark.line + 1}" if mark else ""
@@ -521,12 +533,13 @@ def load_config(path: Path | None = None) -> ExportsConfig:
     try:
         return ExportsConfig.model_validate(raw)
     except ValidationError as exc:
-        error = exc.errors()[0]
+        errors = exc.errors()
+        error = next((e for e in errors if e["type"] == "extra_forbidden"), errors[0])
         cause = (error.get("ctx") or {}).get("error")
         loc = cause.loc if isinstance(cause, FieldProblem) else error["loc"]
         field, value = _location(loc, raw)
         message = error["msg"].removeprefix("Value error, ")
         shown = "" if isinstance(value, dict | list) or value is None else f" = {value!r}"
-        if any(hint in field for hint in SECRET_FIELD_HINTS):
+        if any(hint in field for hint in SECRET_FIELD_HINTS) or message.startswith("inline secrets"):
             shown = ""
         raise ConfigError(f"{path}: {field or '(top level)'}{shown}: {message}") from None

@@ -14,10 +14,12 @@ from collections.abc import Callable
 from datetime import UTC, datetime, timedelta
 
 from dagster import (
+    AssetCheckKey,
     AssetObservation,
     AssetRecordsFilter,
     DefaultSensorStatus,
     RunFailureSensorContext,
+    RunRequest,
     SensorDefinition,
     SensorEvaluationContext,
     SensorResult,
@@ -131,3 +133,21 @@ def lineage_sensor(specs: list[ExportAssetSpec]) -> SensorDefinition:
         return SensorResult(asset_events=events, cursor=str(newest))
 
     return _record
+
+
+def freshness_sensor(job: object, check_keys: list[AssetCheckKey]) -> SensorDefinition:
+    """Evaluates the freshness checks every 15 minutes, so a silently stopped dataflow turns red in the UI."""
+
+    @sensor(
+        name="export_freshness",
+        job=job,
+        minimum_interval_seconds=900,
+        default_status=DefaultSensorStatus.RUNNING,
+        description="Runs every scheduled dataflow's freshness checks.",
+    )
+    def _evaluate(context: SensorEvaluationContext) -> RunRequest | SkipReason:
+        if not check_keys:
+            return SkipReason("no scheduled dataflow to watch")
+        return RunRequest(asset_check_keys=check_keys)
+
+    return _evaluate
