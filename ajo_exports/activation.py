@@ -49,7 +49,9 @@ class Confirmations:
         entry = self._read().get(dataflow)
         return Confirmation(**entry) if entry else None
 
-    def record(self, config: ExportsConfig, flow: Dataflow, principal: str, now: datetime | None = None) -> Confirmation:
+    def record(
+        self, config: ExportsConfig, flow: Dataflow, principal: str, now: datetime | None = None
+    ) -> Confirmation:
         confirmation = Confirmation(
             flow.name, principal, (now or datetime.now(UTC)).isoformat(), dataflow_hash(config, flow)
         )

@@ -1,6 +1,5 @@
 """Dataset assets (the AEP lake) and the export asset factory (one export per dataflow and dataset)."""
 
-
 import warnings
 from dataclasses import dataclass
 

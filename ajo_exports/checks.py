@@ -1,7 +1,6 @@
 """Delivery checks (read the manifest back from the destination, confirm every file arrived intact) and freshness
 checks (a scheduled dataflow has exported within its cadence)."""
 
-
 from collections.abc import Callable
 from datetime import UTC, datetime, timedelta
 
@@ -105,7 +104,10 @@ def freshness_check(
             passed=age <= allowed,
             description=f"last export {last:%Y-%m-%d %H:%M} UTC, {age.total_seconds() / 3600:.1f} h ago "
             f"(allowed {allowed.total_seconds() / 3600:.1f} h)",
-            metadata={"age_hours": round(age.total_seconds() / 3600, 2), "allowed_hours": allowed.total_seconds() / 3600},
+            metadata={
+                "age_hours": round(age.total_seconds() / 3600, 2),
+                "allowed_hours": allowed.total_seconds() / 3600,
+            },
         )
 
     return _check

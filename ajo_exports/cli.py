@@ -68,8 +68,9 @@ def require(config: ExportsConfig, args: argparse.Namespace, permission: Permiss
     if config.allows(who, permission):
         return
     if who is None:
-        raise CliError(f"{config_path()}: access control is on: act as a principal with --as NAME or "
-                       "AJO_EXPORTS_PRINCIPAL")
+        raise CliError(
+            f"{config_path()}: access control is on: act as a principal with --as NAME or AJO_EXPORTS_PRINCIPAL"
+        )
     raise CliError(f"principal {who!r} lacks permission {permission.value} needed for `{args.command}`")
 
 
@@ -79,14 +80,29 @@ def cmd_datasets(args: argparse.Namespace, config: ExportsConfig) -> int:
     if args.tier == Tier.ULTIMATE.value:
         chosen = tuple(d for d in chosen if d.tier is Tier.ULTIMATE)
     if args.json:
-        print(json.dumps([
-            {"slug": d.slug, "name": d.name, "tier": d.tier.value, "datasetId": d.dataset_id,
-             "xdmClass": d.xdm_class.value, "description": d.description}
-            for d in chosen
-        ], indent=2))
+        print(
+            json.dumps(
+                [
+                    {
+                        "slug": d.slug,
+                        "name": d.name,
+                        "tier": d.tier.value,
+                        "datasetId": d.dataset_id,
+                        "xdmClass": d.xdm_class.value,
+                        "description": d.description,
+                    }
+                    for d in chosen
+                ],
+                indent=2,
+            )
+        )
         return 0
-    print(_table([[d.slug, d.tier.value, d.dataset_id, d.xdm_class.value, d.name] for d in chosen],
-                 ["dataset", "tier", "dataset id", "class", "name"]))
+    print(
+        _table(
+            [[d.slug, d.tier.value, d.dataset_id, d.xdm_class.value, d.name] for d in chosen],
+            ["dataset", "tier", "dataset id", "class", "name"],
+        )
+    )
     return 0
 
 
@@ -95,8 +111,10 @@ def cmd_lake(args: argparse.Namespace, config: ExportsConfig | None) -> int:
     if args.lake_command == "seed":
         written = seed_lake(lake, rows=args.rows, batches=args.batches, seed=args.seed)
         total = sum(b.rows for batches in written.values() for b in batches)
-        print(f"seeded {len(written)} datasets, {total} rows in {sum(len(b) for b in written.values())} batches "
-              f"at {lake.root}")
+        print(
+            f"seeded {len(written)} datasets, {total} rows in {sum(len(b) for b in written.values())} batches "
+            f"at {lake.root}"
+        )
         return 0
     dataset = get_dataset(args.dataset)
     now = datetime.now(UTC)
@@ -132,7 +150,9 @@ def _print_report(report, config: ExportsConfig, dataflow: str) -> None:
     for item in report.exports.values():
         meta = item.metadata
         check = "-" if item.check_passed is None else ("passed" if item.check_passed else "FAILED")
-        rows.append([item.slug, item.tier, meta.get("files", "-"), meta.get("rows", "-"), meta.get("bytes", "-"), check])
+        rows.append(
+            [item.slug, item.tier, meta.get("files", "-"), meta.get("rows", "-"), meta.get("bytes", "-"), check]
+        )
     print(f"dataflow {dataflow} (run {report.run_id})")
     print(_table(rows, ["dataset", "tier", "files", "rows", "bytes", "check"]))
     failed = [i for i in report.exports.values() if i.check_passed is False]
@@ -150,8 +170,10 @@ def last_closed_window(flow: Dataflow) -> str | None:
         return None
     keys = partitions.get_partition_keys(current_time=datetime.now(UTC))
     if not keys:
-        raise CliError(f"dataflow {flow.name!r} has no closed export window yet: its first one ends at "
-                       f"{first_export(flow):%Y-%m-%d %H:%M} UTC; pass --window KEY to export another")
+        raise CliError(
+            f"dataflow {flow.name!r} has no closed export window yet: its first one ends at "
+            f"{first_export(flow):%Y-%m-%d %H:%M} UTC; pass --window KEY to export another"
+        )
     return keys[-1]
 
 
@@ -170,8 +192,15 @@ def cmd_run(args: argparse.Namespace, config: ExportsConfig) -> int:
     status = 0
     for dataflow in _dataflows(config, args.dataflow):
         window = args.window or last_closed_window(config.dataflow(dataflow))
-        report = run_dataflow(defs, specs, instance, dataflow=dataflow, datasets=args.dataset,
-                              partition_key=window, export_time=export_time)
+        report = run_dataflow(
+            defs,
+            specs,
+            instance,
+            dataflow=dataflow,
+            datasets=args.dataset,
+            partition_key=window,
+            export_time=export_time,
+        )
         if not report.success:
             raise CliError(f"dataflow {dataflow} failed: {report.error}")
         _print_report(report, config, dataflow)
@@ -238,9 +267,19 @@ def review_lines(config: ExportsConfig, flow: Dataflow, now: datetime) -> tuple[
         f"Entitlement    ok: every dataset is allowed on {config.organization.product_tier.value.capitalize()}",
     ]
     if datasets:
-        folder = render_folder(flow.folder_template, LayoutContext(
-            datasets[0].dataset_id, first or now, first or now, config.organization.sandbox,
-            config.organization.name, destination.type, destination.name, destination.destination_id))
+        folder = render_folder(
+            flow.folder_template,
+            LayoutContext(
+                datasets[0].dataset_id,
+                first or now,
+                first or now,
+                config.organization.sandbox,
+                config.organization.name,
+                destination.type,
+                destination.name,
+                destination.destination_id,
+            ),
+        )
         lines.append(f"First folder   {destination.location.rstrip('/')}/{folder}/")
     missing = destination.missing_secrets()
     if missing:
@@ -277,8 +316,10 @@ def cmd_activate(args: argparse.Namespace, config: ExportsConfig) -> int:
     if problems:
         raise CliError(f"dataflow {flow.name!r} cannot be activated: {'; '.join(problems)}")
     confirmation = Confirmations(ajo_home()).record(config, flow, principal(args) or os.environ.get("USER", "local"))
-    print(f"dataflow {flow.name} confirmed by {confirmation.principal} at {confirmation.confirmed_at} "
-          f"(config {confirmation.config_hash[:12]})")
+    print(
+        f"dataflow {flow.name} confirmed by {confirmation.principal} at {confirmation.confirmed_at} "
+        f"(config {confirmation.config_hash[:12]})"
+    )
     return 0
 
 

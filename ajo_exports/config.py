@@ -40,12 +40,22 @@ AZURE_CONTAINER = re.compile(r"^[a-z0-9](?!.*--)[a-z0-9-]{1,61}[a-z0-9]$")
 GCS_BUCKET = re.compile(r"^[a-z0-9][a-z0-9\-_.]{1,220}[a-z0-9]$")
 FOLDER = re.compile(r"^[0-9a-zA-Z/!\-_.*'()]*$")
 FOLDER_MACROS = frozenset(
-    {"DATASET_ID", "EXPORT_TIME", "DATETIME", "SANDBOX_NAME", "ORGANIZATION_NAME", "DESTINATION",
-     "DESTINATION_INSTANCE_NAME", "DESTINATION_INSTANCE_ID"}
+    {
+        "DATASET_ID",
+        "EXPORT_TIME",
+        "DATETIME",
+        "SANDBOX_NAME",
+        "ORGANIZATION_NAME",
+        "DESTINATION",
+        "DESTINATION_INSTANCE_NAME",
+        "DESTINATION_INSTANCE_ID",
+    }
 )
 MACRO = re.compile(r"%([A-Z_]+)(?:\(([^)]*)\))?%")
 NAME = re.compile(r"^[a-z0-9][a-z0-9_-]{0,62}$")
-ABFSS_URL = re.compile(r"^abfss://(?P<container>[a-z0-9](?!.*--)[a-z0-9-]{1,61}[a-z0-9])@(?P<account>[a-z0-9]{3,24})\.dfs\.core\.windows\.net/?$")
+ABFSS_URL = re.compile(
+    r"^abfss://(?P<container>[a-z0-9](?!.*--)[a-z0-9-]{1,61}[a-z0-9])@(?P<account>[a-z0-9]{3,24})\.dfs\.core\.windows\.net/?$"
+)
 
 
 class ConfigError(Exception):
@@ -91,7 +101,15 @@ class SecretRef(str):
 
 
 Secret = SecretRef
-SECRET_FIELD_HINTS = ("secret", "password", "private_key", "connection_string", "sas_url", "service_account", "access_key")
+SECRET_FIELD_HINTS = (
+    "secret",
+    "password",
+    "private_key",
+    "connection_string",
+    "sas_url",
+    "service_account",
+    "access_key",
+)
 
 
 class _Model(BaseModel):
@@ -126,8 +144,9 @@ class _DestinationBase(_Model):
     def missing_secrets(self) -> list[str]:
         """Secret fields whose environment variable is not set here (review reports them before a run fails)."""
         return [
-            f"{field} (${{{value.env_var}}})" for field, value in self if isinstance(value, SecretRef)
-            and not os.environ.get(value.env_var)
+            f"{field} (${{{value.env_var}}})"
+            for field, value in self
+            if isinstance(value, SecretRef) and not os.environ.get(value.env_var)
         ]
 
 
@@ -245,7 +264,9 @@ class GoogleCloudStorageDestinationConfig(_DestinationBase):
     @classmethod
     def _bucket(cls, value: str) -> str:
         if not GCS_BUCKET.match(value) or value.startswith("goog") or re.search("g[o0][o0]gle", value):
-            raise ValueError("GCS bucket names are 3-63 of [a-z0-9-_.], not starting with 'goog' or containing 'google'")
+            raise ValueError(
+                "GCS bucket names are 3-63 of [a-z0-9-_.], not starting with 'goog' or containing 'google'"
+            )
         return value
 
     @model_validator(mode="after")
@@ -434,20 +455,26 @@ class ExportsConfig(_Model):
 
     @model_validator(mode="after")
     def _references(self) -> ExportsConfig:
-        for kind, names in (("destinations", [d.name for d in self.destinations]),
-                            ("dataflows", [f.name for f in self.dataflows])):
+        for kind, names in (
+            ("destinations", [d.name for d in self.destinations]),
+            ("dataflows", [f.name for f in self.dataflows]),
+        ):
             for index, name in enumerate(names):
                 if name in names[:index]:
                     raise FieldProblem((kind, index, "name"), f"duplicate name {name!r}")
         known = {d.name for d in self.destinations}
         for index, flow in enumerate(self.dataflows):
             if flow.destination not in known:
-                raise FieldProblem(("dataflows", index, "destination"),
-                                   f"unknown destination {flow.destination!r} (known: {', '.join(sorted(known))})")
+                raise FieldProblem(
+                    ("dataflows", index, "destination"),
+                    f"unknown destination {flow.destination!r} (known: {', '.join(sorted(known))})",
+                )
         refused = [
             f"{flow.name}/{dataset.slug} (needs {dataset.tier.value.capitalize()})"
-            for flow in self.dataflows if flow.datasets != "all"
-            for dataset in flow.selected_datasets() if not self.entitled(dataset)
+            for flow in self.dataflows
+            if flow.datasets != "all"
+            for dataset in flow.selected_datasets()
+            if not self.entitled(dataset)
         ]
         if refused:
             raise FieldProblem(
@@ -458,10 +485,14 @@ class ExportsConfig(_Model):
         for principal, granted in self.access.items():
             if not granted:
                 raise FieldProblem(("access", principal), f"principal {principal!r} has no permission")
-            if (Permission.MANAGE_AND_ACTIVATE_DATASET_DESTINATIONS in granted
-                    and Permission.VIEW_DESTINATIONS not in granted):
-                raise FieldProblem(("access", principal),
-                                   "manage_and_activate_dataset_destinations requires view_destinations (as in AEP)")
+            if (
+                Permission.MANAGE_AND_ACTIVATE_DATASET_DESTINATIONS in granted
+                and Permission.VIEW_DESTINATIONS not in granted
+            ):
+                raise FieldProblem(
+                    ("access", principal),
+                    "manage_and_activate_dataset_destinations requires view_destinations (as in AEP)",
+                )
         return self
 
     def entitled(self, dataset: Dataset) -> bool:

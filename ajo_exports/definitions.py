@@ -32,7 +32,8 @@ def build_definitions(config: ExportsConfig, home: Path) -> Definitions:
     delivery_checks = {s.key: delivery_check(s) for s in specs}
     freshness_checks = [check for s in specs if (check := freshness_check(s)) is not None]
     freshness_job = define_asset_job(
-        "export_freshness_checks", selection=AssetSelection.checks(*freshness_checks),
+        "export_freshness_checks",
+        selection=AssetSelection.checks(*freshness_checks),
         description="The freshness checks of every scheduled dataflow (run by the export_freshness sensor)",
     )
     jobs = {

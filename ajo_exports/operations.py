@@ -80,7 +80,9 @@ def run_dataflow(
         run_config={"loggers": {"console": {"config": {"log_level": log_level}}}},
         raise_on_error=False,
     )
-    report = RunReport(success=result.success, run_id=result.run_id, error=None if result.success else first_error(result))
+    report = RunReport(
+        success=result.success, run_id=result.run_id, error=None if result.success else first_error(result)
+    )
     by_key: dict[AssetKey, ExportAssetSpec] = {s.key: s for s in chosen}
     for spec in chosen:
         report.exports[spec.dataset.slug] = ExportReport(spec.dataset.slug, spec.dataset.tier.value)

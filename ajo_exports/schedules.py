@@ -27,9 +27,7 @@ def schedule_name(dataflow: str) -> str:
     return f"{job_name(dataflow)}_schedule"
 
 
-def dataflow_schedule(
-    config: ExportsConfig, flow: Dataflow, job: object, home: Path
-) -> ScheduleDefinition | None:
+def dataflow_schedule(config: ExportsConfig, flow: Dataflow, job: object, home: Path) -> ScheduleDefinition | None:
     """The dataflow's schedule, or None when it has none to keep (disabled, or a `once` without a start)."""
     plan = flow.schedule
     if not flow.enabled or plan.start is None:

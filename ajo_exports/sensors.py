@@ -60,16 +60,24 @@ def failure_sensor(config: ExportsConfig, jobs: list) -> SensorDefinition:
         message = context.failure_event.message or "run failed"
         context.log.error(f"export run {run.run_id} of {run.job_name} failed: {message}")
         if config.webhook_url:
-            post_webhook(config.webhook_url, {
-                "event": "export_failed", "job": run.job_name, "runId": run.run_id,
-                "dataflow": run.tags.get("dataflow"), "partition": run.tags.get("dagster/partition"),
-                "message": message,
-            })
+            post_webhook(
+                config.webhook_url,
+                {
+                    "event": "export_failed",
+                    "job": run.job_name,
+                    "runId": run.run_id,
+                    "dataflow": run.tags.get("dataflow"),
+                    "partition": run.tags.get("dagster/partition"),
+                    "message": message,
+                },
+            )
 
     return _alert
 
 
-def end_date_sensor(config: ExportsConfig, clock: Callable[[], datetime] = lambda: datetime.now(UTC)) -> SensorDefinition:
+def end_date_sensor(
+    config: ExportsConfig, clock: Callable[[], datetime] = lambda: datetime.now(UTC)
+) -> SensorDefinition:
     @sensor(
         name="dataflow_end_dates",
         minimum_interval_seconds=3600,
@@ -112,21 +120,23 @@ def lineage_sensor(specs: list[ExportAssetSpec]) -> SensorDefinition:
                 AssetRecordsFilter(asset_key=spec.key, after_storage_id=after), limit=1000, ascending=True
             ).records
             for record in records:
-                metadata = record.asset_materialization.metadata
-                value = lambda key: getattr(metadata.get(key), "value", "")  # noqa: E731
-                events.append(AssetObservation(
-                    asset_key=dataset_key(spec.dataset),
-                    metadata={
-                        "exported_by_dataflow": spec.dataflow.name,
-                        "destination": spec.destination.name,
-                        "destination_type": spec.destination.type,
-                        "window": record.asset_materialization.partition or value("export_time"),
-                        "export_time": value("export_time"),
-                        "manifest_uri": value("manifest_uri"),
-                        "rows": value("rows"),
-                        "run_id": record.run_id,
-                    },
-                ))
+                metadata = {key: getattr(v, "value", v) for key, v in record.asset_materialization.metadata.items()}
+                value = lambda key, metadata=metadata: metadata.get(key, "")  # noqa: E731
+                events.append(
+                    AssetObservation(
+                        asset_key=dataset_key(spec.dataset),
+                        metadata={
+                            "exported_by_dataflow": spec.dataflow.name,
+                            "destination": spec.destination.name,
+                            "destination_type": spec.destination.type,
+                            "window": record.asset_materialization.partition or value("export_time"),
+                            "export_time": value("export_time"),
+                            "manifest_uri": value("manifest_uri"),
+                            "rows": value("rows"),
+                            "run_id": record.run_id,
+                        },
+                    )
+                )
                 newest = max(newest, record.storage_id)
         if not events:
             return SkipReason("no new exports since the last lineage record")

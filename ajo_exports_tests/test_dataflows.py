@@ -38,15 +38,26 @@ JOURNEYS = "journeys"
 START = datetime(2026, 11, 1, 2, 0, tzinfo=UTC)
 
 
-def dataflow_config(exports: Path, *, datasets: list[str], schedule: dict | None = None, destination: dict | None = None,
-                    **flow: object) -> str:
-    return yaml.safe_dump({
-        "organization": {"name": "acme", "sandbox": "prod", "product_tier": "ultimate"},
-        "destinations": [{"name": "local", "type": "local", "path": str(exports), **(destination or {})}],
-        "dataflows": [{"name": "daily", "destination": "local", "datasets": datasets,
-                       "schedule": schedule or {"frequency": "daily", "start": START.isoformat(),
-                                                "end": "2027-05-01T00:00:00Z"}, **flow}],
-    }, sort_keys=False)
+def dataflow_config(
+    exports: Path, *, datasets: list[str], schedule: dict | None = None, destination: dict | None = None, **flow: object
+) -> str:
+    return yaml.safe_dump(
+        {
+            "organization": {"name": "acme", "sandbox": "prod", "product_tier": "ultimate"},
+            "destinations": [{"name": "local", "type": "local", "path": str(exports), **(destination or {})}],
+            "dataflows": [
+                {
+                    "name": "daily",
+                    "destination": "local",
+                    "datasets": datasets,
+                    "schedule": schedule
+                    or {"frequency": "daily", "start": START.isoformat(), "end": "2027-05-01T00:00:00Z"},
+                    **flow,
+                }
+            ],
+        },
+        sort_keys=False,
+    )
 
 
 @pytest.fixture
@@ -65,12 +76,26 @@ def test_partition_keys_follow_aep_cadences(tmp_path: Path) -> None:
     window = job.partitions_def.time_window_for_partition_key("2026-11-02")
     assert (window.start, window.end) == (datetime(2026, 11, 2, 2, tzinfo=UTC), datetime(2026, 11, 3, 2, tzinfo=UTC))
 
-    six = parse_config(dataflow_config(tmp_path, datasets=[JOURNEYS], schedule={
-        "frequency": "hourly", "every_hours": 6, "start": "2026-11-01T01:30:00Z", "end": "2026-11-02T13:30:00Z"}))
+    six = parse_config(
+        dataflow_config(
+            tmp_path,
+            datasets=[JOURNEYS],
+            schedule={
+                "frequency": "hourly",
+                "every_hours": 6,
+                "start": "2026-11-01T01:30:00Z",
+                "end": "2026-11-02T13:30:00Z",
+            },
+        )
+    )
     defs = build_definitions(six, tmp_path)
     job = defs.resolve_job_def("export_daily")
     assert job.partitions_def.get_partition_keys(current_time=datetime(2026, 12, 1, tzinfo=UTC)) == [
-        "2026-11-01-01:30", "2026-11-01-07:30", "2026-11-01-13:30", "2026-11-01-19:30", "2026-11-02-01:30",
+        "2026-11-01-01:30",
+        "2026-11-01-07:30",
+        "2026-11-01-13:30",
+        "2026-11-01-19:30",
+        "2026-11-02-01:30",
         "2026-11-02-07:30",
     ]
     assert defs.resolve_schedule_def(schedule_name("daily")).cron_schedule == "30 1,7,13,19 * * *"
@@ -87,14 +112,23 @@ def test_one_schedule_per_enabled_dataflow(tmp_path: Path) -> None:
 
 
 def test_schedule_runs_only_as_confirmed_and_never_after_the_end(tmp_path: Path) -> None:
-    text = dataflow_config(tmp_path, datasets=[JOURNEYS], schedule={
-        "frequency": "daily", "start": START.isoformat(), "end": "2026-11-05T02:00:00Z"})
+    text = dataflow_config(
+        tmp_path,
+        datasets=[JOURNEYS],
+        schedule={"frequency": "daily", "start": START.isoformat(), "end": "2026-11-05T02:00:00Z"},
+    )
     config = parse_config(text)
     home = tmp_path / "home"
     defs = build_definitions(config, home)
     schedule = defs.resolve_schedule_def(schedule_name("daily"))
-    tick = lambda moment: schedule.evaluate_tick(build_schedule_context(  # noqa: E731
-        instance=DagsterInstance.ephemeral(), scheduled_execution_time=moment, repository_def=defs.get_repository_def()))
+    def tick(moment: datetime):
+        return schedule.evaluate_tick(
+            build_schedule_context(
+                instance=DagsterInstance.ephemeral(),
+                scheduled_execution_time=moment,
+                repository_def=defs.get_repository_def(),
+            )
+        )
 
     result = tick(datetime(2026, 11, 3, 2, 0, tzinfo=UTC))
     assert not result.run_requests and "has not been confirmed" in result.skip_message
@@ -107,14 +141,20 @@ def test_schedule_runs_only_as_confirmed_and_never_after_the_end(tmp_path: Path)
 
     changed = parse_config(text.replace("  destination: local\n", "  destination: local\n  format: json\n", 1))
     defs = build_definitions(changed, home)
-    result = defs.resolve_schedule_def(schedule_name("daily")).evaluate_tick(build_schedule_context(
-        instance=DagsterInstance.ephemeral(), scheduled_execution_time=datetime(2026, 11, 3, 2, 0, tzinfo=UTC),
-        repository_def=defs.get_repository_def()))
+    result = defs.resolve_schedule_def(schedule_name("daily")).evaluate_tick(
+        build_schedule_context(
+            instance=DagsterInstance.ephemeral(),
+            scheduled_execution_time=datetime(2026, 11, 3, 2, 0, tzinfo=UTC),
+            repository_def=defs.get_repository_def(),
+        )
+    )
     assert not result.run_requests
     assert "changed after ana confirmed it" in result.skip_message and "activate daily" in result.skip_message
 
 
-def lake_rows(lake: LocalLake, slug: str, since: datetime | None, until: datetime, export_time: datetime) -> pl.DataFrame:
+def lake_rows(
+    lake: LocalLake, slug: str, since: datetime | None, until: datetime, export_time: datetime
+) -> pl.DataFrame:
     dataset = get_dataset(slug)
     frame = lake.scan(dataset, lake.list_batches(dataset, since, until)).collect()
     if dataset.is_time_series:
@@ -164,11 +204,14 @@ def test_incremental_windows_backfill_then_only_new_batches(tmp_path: Path, own_
         names = [p.name for p in window_files(exports, slug, "202611030200")]
         assert len([n for n in names if n.startswith("manifest-")]) == 1
         assert sorted(n for n in names if n.startswith("part-")) == sorted(
-            k.rsplit("/", 1)[1] for k in again.exports[slug]["keys"])
+            k.rsplit("/", 1)[1] for k in again.exports[slug]["keys"]
+        )
         assert again.exports[slug]["rows"] == second.exports[slug]["rows"]
         total = read_window(exports, slug, "202611020200").height + read_window(exports, slug, "202611030200").height
-        everything = (lake_rows(lake, slug, None, window1_end, window1_end).height
-                      + lake_rows(lake, slug, window1_end, window2_end, window2_end).height)
+        everything = (
+            lake_rows(lake, slug, None, window1_end, window1_end).height
+            + lake_rows(lake, slug, window1_end, window2_end, window2_end).height
+        )
         assert total == everything
         if not get_dataset(slug).is_time_series:
             assert total == sum(b.rows for b in lake.list_batches(get_dataset(slug)))
@@ -251,8 +294,8 @@ def test_failure_sensor_posts_failed_runs(tmp_path: Path, lake_root: Path, webho
     dagster_run = instance.get_run_by_id(run.run_id)
     failure = instance.get_records_for_run(run.run_id, of_type=DagsterEventType.RUN_FAILURE).records[0].event_log_entry
     context = build_run_status_sensor_context(
-        sensor_name=sensor.name, dagster_instance=instance, dagster_run=dagster_run,
-        dagster_event=failure.dagster_event).for_run_failure()
+        sensor_name=sensor.name, dagster_instance=instance, dagster_run=dagster_run, dagster_event=failure.dagster_event
+    ).for_run_failure()
     sensor._run_status_sensor_fn(context)
     assert received and received[-1]["runId"] == run.run_id and received[-1]["dataflow"] == "daily"
     assert received[-1]["partition"] == "2026-11-01"
@@ -262,15 +305,22 @@ def test_pgp_encrypted_export_decrypts_to_the_lake_rows(
     tmp_path: Path, lake_root: Path, key_pair: KeyPair, instance
 ) -> None:
     exports = tmp_path / "exports"
-    text = dataflow_config(exports, datasets=[FEEDBACK], destination={"pgp_public_key": key_pair.public_b64},
-                           schedule={"frequency": "once"}, max_rows_per_file=120)
+    text = dataflow_config(
+        exports,
+        datasets=[FEEDBACK],
+        destination={"pgp_public_key": key_pair.public_b64},
+        schedule={"frequency": "once"},
+        max_rows_per_file=120,
+    )
     run = run_export(text, lake_root, dataflow="daily", export_time=START, instance=instance)
     assert run.success, run.error and run.checks[FEEDBACK][0]
     folder = exports / get_dataset(FEEDBACK).dataset_id / "exportTime=202611010200"
     encrypted = sorted(p for p in folder.iterdir() if p.name.startswith("part-"))
     assert encrypted and all(p.name.endswith(".gz.parquet.gpg") for p in encrypted)
     manifest = json.loads(next(folder.glob("manifest-*.json")).read_text())
-    assert [(i["name"], i["size"]) for i in manifest["exportResults"]] == [(p.name, p.stat().st_size) for p in encrypted]
+    assert [(i["name"], i["size"]) for i in manifest["exportResults"]] == [
+        (p.name, p.stat().st_size) for p in encrypted
+    ]
     frames = []
     for part in encrypted:
         plain = tmp_path / part.name.removesuffix(".gpg")
@@ -284,8 +334,9 @@ def test_pgp_encrypted_export_decrypts_to_the_lake_rows(
 def test_manifest_off_and_a_custom_folder_template(tmp_path: Path, lake_root: Path, instance) -> None:
     exports = tmp_path / "exports"
     template = "%ORGANIZATION_NAME%/%SANDBOX_NAME%/%DESTINATION%_%DATASET_ID%_%DATETIME(YYYYMMdd_HHmmss)%"
-    text = dataflow_config(exports, datasets=[JOURNEYS], manifest=False, folder_template=template,
-                           schedule={"frequency": "once"})
+    text = dataflow_config(
+        exports, datasets=[JOURNEYS], manifest=False, folder_template=template, schedule={"frequency": "once"}
+    )
     run = run_export(text, lake_root, dataflow="daily", export_time=START, instance=instance)
     assert run.success, run.error
     (key,) = run.exports[JOURNEYS]["keys"]

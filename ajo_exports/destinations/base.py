@@ -74,7 +74,7 @@ class Storage(ABC):
     def sink_path(self, key: str = "") -> str:
         """The path inside the storage location, as AEP's manifest `sinkPath` writes it."""
 
-    def close(self) -> None:
+    def close(self) -> None:  # noqa: B027 - most storages hold nothing to release
         """Release connections; storages are used as context managers."""
 
     def __enter__(self) -> Storage:
@@ -141,7 +141,14 @@ def retry(
             if attempt == attempts or not is_transient(exc):
                 raise
             delay = base_delay * 2 ** (attempt - 1)
-            log.warning("transient error on %s (attempt %d/%d), retrying in %.1fs: %s", what, attempt, attempts, delay, type(exc).__name__)
+            log.warning(
+                "transient error on %s (attempt %d/%d), retrying in %.1fs: %s",
+                what,
+                attempt,
+                attempts,
+                delay,
+                type(exc).__name__,
+            )
             time.sleep(delay)
     raise AssertionError("unreachable")
 

@@ -21,8 +21,17 @@ from ajo_exports.export.writer import ExportResult, ExportSpec, export_frame
 
 # Keys of the export asset's definition metadata that tell the IO manager how to write it.
 SETTINGS = (
-    "dataset_id", "dataflow", "format", "compression", "folder_template", "manifest", "max_rows_per_file",
-    "max_bytes_per_file", "organization", "sandbox", "schedule",
+    "dataset_id",
+    "dataflow",
+    "format",
+    "compression",
+    "folder_template",
+    "manifest",
+    "max_rows_per_file",
+    "max_bytes_per_file",
+    "organization",
+    "sandbox",
+    "schedule",
 )
 
 
@@ -89,7 +98,8 @@ class ExportIOManager(ConfigurableIOManager):
                 max_bytes_per_file=int(settings["max_bytes_per_file"]),
                 write_manifest=bool(settings["manifest"]),
                 pgp_public_key=self.destination.pgp_public_key,
-                dedicated_folder="%DATASET_ID%" in template and ("%EXPORT_TIME%" in template or "%DATETIME" in template),
+                dedicated_folder="%DATASET_ID%" in template
+                and ("%EXPORT_TIME%" in template or "%DATETIME" in template),
             )
             result = export_frame(storage, obj, spec, Path(self.scratch_dir) if self.scratch_dir else None)
             context.add_output_metadata(export_metadata(storage, result, window))
@@ -113,6 +123,8 @@ def export_metadata(storage: Storage, result: ExportResult, window: ExportWindow
         "uris": MetadataValue.json([storage.uri(key) for key in result.keys]),
         "files_detail": MetadataValue.json([asdict(item) for item in result.files]),
         "manifest_key": MetadataValue.text(result.manifest_key or ""),
-        "manifest_uri": MetadataValue.url(storage.uri(result.manifest_key)) if result.manifest_key else MetadataValue.text(""),
+        "manifest_uri": MetadataValue.url(storage.uri(result.manifest_key))
+        if result.manifest_key
+        else MetadataValue.text(""),
         "replaced_files": MetadataValue.int(len(result.removed)),
     }

@@ -8,7 +8,15 @@ from datetime import datetime
 
 from ajo_exports.config import FOLDER_MACROS, MACRO
 
-JAVA_TO_STRFTIME = (("YYYY", "%Y"), ("yyyy", "%Y"), ("MM", "%m"), ("dd", "%d"), ("HH", "%H"), ("mm", "%M"), ("ss", "%S"))
+JAVA_TO_STRFTIME = (
+    ("YYYY", "%Y"),
+    ("yyyy", "%Y"),
+    ("MM", "%m"),
+    ("dd", "%d"),
+    ("HH", "%H"),
+    ("mm", "%M"),
+    ("ss", "%S"),
+)
 
 
 @dataclass(frozen=True)

@@ -67,7 +67,7 @@ def verify_files(
     if dataset_id in folder.split("/"):
         prefix = folder + "/" if folder else ""
         for obj in storage.list(prefix):
-            name = obj.key[len(prefix):]
+            name = obj.key[len(prefix) :]
             if "/" in name or obj.key in listed or obj.key == manifest_key:
                 continue
             if name.startswith("part-"):

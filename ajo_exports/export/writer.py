@@ -149,10 +149,10 @@ def _previous_export(storage: Storage, spec: ExportSpec) -> tuple[list[str], lis
     In a dedicated folder that is every part file there (even strays of an attempt that died mid-upload);
     in a folder shared with other datasets only what this dataset's manifests list."""
     prefix = spec.folder + "/" if spec.folder else ""
-    here = [obj.key for obj in storage.list(prefix) if "/" not in obj.key[len(prefix):]]
+    here = [obj.key for obj in storage.list(prefix) if "/" not in obj.key[len(prefix) :]]
     manifests = [key for key in here if is_manifest(key)]
     if spec.dedicated_folder:
-        leftovers = [key for key in here if key[len(prefix):].startswith("part-") or key.endswith(".part")]
+        leftovers = [key for key in here if key[len(prefix) :].startswith("part-") or key.endswith(".part")]
         return manifests, leftovers  # `.part`: a temporary name of an upload that died mid-transfer
     mine, parts = [], []
     for key in manifests:
