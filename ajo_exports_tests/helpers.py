@@ -63,21 +63,39 @@ def run_export(
     config = parse_config(config_yaml)
     defs = build_definitions(config, lake_root.parent if lake_root.name == "lake" else _home_for(lake_root))
     report = run_dataflow(
-        defs, export_specs(config), instance or DagsterInstance.ephemeral(), dataflow=dataflow, datasets=datasets,
-        export_time=export_time, with_checks=with_checks, partition_key=partition_key,
+        defs,
+        export_specs(config),
+        instance or DagsterInstance.ephemeral(),
+        dataflow=dataflow,
+        datasets=datasets,
+        export_time=export_time,
+        with_checks=with_checks,
+        partition_key=partition_key,
     )
     return _as_run(report)
 
 
 def run_checks(
-    config_yaml: str, lake_root: Path, *, dataflow: str, datasets: list[str] | None = None,
-    instance: DagsterInstance, partition_key: str | None = None,
+    config_yaml: str,
+    lake_root: Path,
+    *,
+    dataflow: str,
+    datasets: list[str] | None = None,
+    instance: DagsterInstance,
+    partition_key: str | None = None,
 ) -> dict[str, tuple[bool, str]]:
     """Run only the delivery checks of a dataflow's exports, against the latest materializations in `instance`."""
     config = parse_config(config_yaml)
     defs = build_definitions(config, lake_root.parent if lake_root.name == "lake" else _home_for(lake_root))
-    report = run_dataflow(defs, export_specs(config), instance, dataflow=dataflow, datasets=datasets,
-                          checks_only=True, partition_key=partition_key)
+    report = run_dataflow(
+        defs,
+        export_specs(config),
+        instance,
+        dataflow=dataflow,
+        datasets=datasets,
+        checks_only=True,
+        partition_key=partition_key,
+    )
     assert report.success, report.error
     return _as_run(report).checks
 
@@ -92,8 +110,11 @@ def _home_for(lake_root: Path) -> Path:
 def local_config(exports: Path, *, datasets: list[str] | str = "all", extra: str = "", **flow: object) -> str:
     """A config with one local destination and one dataflow: the embedded default, made explicit for tests."""
     dataflow = {"name": "demo", "destination": "local", "datasets": datasets, **flow}
-    text = yaml.safe_dump({
-        "destinations": [{"name": "local", "type": "local", "path": str(exports)}],
-        "dataflows": [dataflow],
-    }, sort_keys=False)
+    text = yaml.safe_dump(
+        {
+            "destinations": [{"name": "local", "type": "local", "path": str(exports)}],
+            "dataflows": [dataflow],
+        },
+        sort_keys=False,
+    )
     return text + extra

@@ -121,8 +121,9 @@ def test_console_script_runs_the_main_job_in_a_fresh_home(tmp_path: Path) -> Non
     subprocess.run([exe, "lake", "seed", "--rows", "100", "--batches", "2"], env=env, cwd=tmp_path, check=True)
     done = subprocess.run([exe, "run"], env=env, cwd=tmp_path, capture_output=True, text=True, timeout=300)
     assert done.returncode == 0, done.stderr
-    table = [line for line in done.stdout.splitlines() if line.split()[:1] and line.split()[0] in
-             {d.slug for d in DATASETS}]
+    table = [
+        line for line in done.stdout.splitlines() if line.split()[:1] and line.split()[0] in {d.slug for d in DATASETS}
+    ]
     assert len(table) == 21 and all(line.split()[-1] == "passed" for line in table)
     assert "Traceback" not in done.stderr
     assert (tmp_path / ".ajo" / "dagster" / "dagster.yaml").exists()

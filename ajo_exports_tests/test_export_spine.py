@@ -24,7 +24,9 @@ from ajo_exports_tests.helpers import local_config, run_checks, run_export
 EXPORT_TIME = datetime(2026, 11, 2, 6, 0, tzinfo=UTC)
 FEEDBACK = "ajo_message_feedback_event_dataset"
 JOURNEYS = "journeys"
-PART = re.compile(r"^part-(\d{5})-[0-9a-f]{8}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{12}-c000\.(gz\.parquet|json\.gz|parquet)$")
+PART = re.compile(
+    r"^part-(\d{5})-[0-9a-f]{8}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{12}-c000\.(gz\.parquet|json\.gz|parquet)$"
+)
 
 
 def files_under(root: Path) -> list[str]:
@@ -47,8 +49,13 @@ def delivered_rows(folder: Path) -> pl.DataFrame:
 
 def test_exact_keys_rows_and_manifest(tmp_path: Path, lake_root: Path, instance) -> None:
     exports = tmp_path / "exports"
-    run = run_export(local_config(exports, datasets=[FEEDBACK, JOURNEYS]), lake_root, dataflow="demo",
-                     export_time=EXPORT_TIME, instance=instance)
+    run = run_export(
+        local_config(exports, datasets=[FEEDBACK, JOURNEYS]),
+        lake_root,
+        dataflow="demo",
+        export_time=EXPORT_TIME,
+        instance=instance,
+    )
     assert run.success, run.error
     dest = destination_id("local")
     for slug in (FEEDBACK, JOURNEYS):
@@ -116,8 +123,12 @@ def test_json_gzip_and_bounded_part_files(tmp_path: Path, lake_root: Path) -> No
 
 @pytest.mark.parametrize(
     ("file_format", "compression", "suffix", "codec"),
-    [("parquet", "none", ".parquet", "UNCOMPRESSED"), ("parquet", "gzip", ".gz.parquet", "GZIP"),
-     ("parquet", "zstd", ".zstd.parquet", "ZSTD"), ("parquet", "snappy", ".snappy.parquet", "SNAPPY")],
+    [
+        ("parquet", "none", ".parquet", "UNCOMPRESSED"),
+        ("parquet", "gzip", ".gz.parquet", "GZIP"),
+        ("parquet", "zstd", ".zstd.parquet", "ZSTD"),
+        ("parquet", "snappy", ".snappy.parquet", "SNAPPY"),
+    ],
 )
 def test_parquet_compressions(tmp_path: Path, lake_root: Path, file_format, compression, suffix, codec) -> None:
     import pyarrow.parquet as pq
@@ -138,7 +149,9 @@ def test_rerun_of_a_window_replaces_it_exactly(tmp_path: Path, lake_root: Path, 
     parts = [n for n in names if n.startswith("part-")]
     manifests = [n for n in names if n.startswith("manifest-")]
     assert manifests == [f"manifest-{destination_id('local')}-{second.run_id}.json"]
-    assert sorted(f"{second.exports[FEEDBACK]['folder']}/{p}" for p in parts) == sorted(second.exports[FEEDBACK]["keys"])
+    assert sorted(f"{second.exports[FEEDBACK]['folder']}/{p}" for p in parts) == sorted(
+        second.exports[FEEDBACK]["keys"]
+    )
     assert set(first.exports[FEEDBACK]["keys"]).isdisjoint(second.exports[FEEDBACK]["keys"])
     assert delivered_rows(folder).equals(lake_rows(lake_root, FEEDBACK))
     assert second.checks[FEEDBACK][0]
@@ -157,8 +170,17 @@ def test_failure_before_the_manifest_leaves_no_manifest(tmp_path: Path, lake_roo
     dataset = get_dataset(FEEDBACK)
     lake = LocalLake(lake_root)
     frame = lake.scan(dataset, lake.list_batches(dataset))
-    spec = ExportSpec(dataset.dataset_id, "demo", destination_id("local"), f"{dataset.dataset_id}/exportTime=1",
-                      EXPORT_TIME, "run-1", FileFormat.PARQUET, Compression.GZIP, max_rows_per_file=50)
+    spec = ExportSpec(
+        dataset.dataset_id,
+        "demo",
+        destination_id("local"),
+        f"{dataset.dataset_id}/exportTime=1",
+        EXPORT_TIME,
+        "run-1",
+        FileFormat.PARQUET,
+        Compression.GZIP,
+        max_rows_per_file=50,
+    )
     good = export_frame(LocalStorage("local", tmp_path), frame, spec)
     assert good.manifest_key and len(good.keys) > 1
     with pytest.raises(OSError, match="disk full"):
