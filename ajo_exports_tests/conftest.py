@@ -32,3 +32,22 @@ def pytest_runtest_makereport(item: pytest.Item, call: pytest.CallInfo):
     if os.environ.get("CI") and report.skipped and not hasattr(report, "wasxfail"):
         report.outcome = "failed"
         report.longrepr = f"skipped in CI, which counts as a failure: {report.longrepr}"
+
+
+def pytest_runtest_logreport(report: pytest.TestReport) -> None:
+    """Keep what each test printed and its failure text: test_zz_no_secret_leaks searches them."""
+    from ajo_exports_tests.leaks import CAPTURED
+
+    text = "\n".join(part for part in (report.capstdout, report.capstderr, report.caplog) if part)
+    if report.longrepr is not None:
+        text += "\n" + str(report.longrepr)
+    if text.strip():
+        CAPTURED.append((report.nodeid, text))
+
+
+@pytest.fixture(scope="session", autouse=True)
+def dagster_instances_on_disk(tmp_path_factory: pytest.TempPathFactory):
+    """Runs without an explicit instance still record their event log on disk, where the leak test reads it."""
+    folder = tmp_path_factory.mktemp("dagster-instances")
+    os.environ["AJO_TEST_INSTANCES"] = str(folder)
+    yield folder

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import os
 import tempfile
 from dataclasses import dataclass, field
 from datetime import datetime
@@ -65,7 +66,7 @@ def run_export(
     report = run_dataflow(
         defs,
         export_specs(config),
-        instance or DagsterInstance.ephemeral(),
+        instance or disk_instance(),
         dataflow=dataflow,
         datasets=datasets,
         export_time=export_time,
@@ -98,6 +99,14 @@ def run_checks(
     )
     assert report.success, report.error
     return _as_run(report).checks
+
+
+def disk_instance() -> DagsterInstance:
+    """A fresh SQLite instance under the session's instance folder, so its event log can be searched later."""
+    parent = os.environ.get("AJO_TEST_INSTANCES")
+    if not parent:
+        return DagsterInstance.ephemeral()
+    return DagsterInstance.local_temp(tempfile.mkdtemp(dir=parent), overrides={"telemetry": {"enabled": False}})
 
 
 def _home_for(lake_root: Path) -> Path:

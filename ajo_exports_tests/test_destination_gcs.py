@@ -22,6 +22,7 @@ from cryptography.hazmat.primitives.asymmetric import rsa
 from ajo_exports.destinations.base import DestinationError
 from ajo_exports.destinations.google_cloud_storage import GcsInteropStorage, GcsStorage, GoogleCloudStorageDestination
 from ajo_exports_tests.helpers import ExportRun, run_checks, run_export
+from ajo_exports_tests.leaks import register_secret
 from ajo_exports_tests.servers.gcs import EMULATOR_KEY, GcsEmulator
 from ajo_exports_tests.servers.s3 import MotoServer, assert_delivered, dagster_text
 
@@ -56,6 +57,7 @@ def service_account_key(token_uri: str) -> tuple[str, str]:
     private_key = rsa.generate_private_key(public_exponent=65537, key_size=2048).private_bytes(
         serialization.Encoding.PEM, serialization.PrivateFormat.PKCS8, serialization.NoEncryption()
     ).decode()
+    register_secret(private_key.split("-----")[2].strip().splitlines()[1])
     key = {"type": "service_account", "project_id": "ajo-test", "private_key_id": "k1", "private_key": private_key,
            "client_email": "exporter@ajo-test.iam.gserviceaccount.com", "client_id": "1", "token_uri": token_uri}
     return json.dumps(key), private_key

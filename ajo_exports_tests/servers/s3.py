@@ -37,6 +37,7 @@ from ajo_exports.config import destination_id
 from ajo_exports.export.formats import read_part
 from ajo_exports.lake import LocalLake
 from ajo_exports_tests.helpers import ExportRun
+from ajo_exports_tests.leaks import register_secret
 
 MOTO_SERVER = Path(sys.executable).parent / "moto_server"
 REGION = "us-east-1"
@@ -63,6 +64,9 @@ def free_port() -> int:
 class Keys:
     access_key_id: str
     secret_access_key: str
+
+    def __post_init__(self) -> None:
+        register_secret(self.secret_access_key)
 
 
 @dataclass

@@ -27,6 +27,8 @@ from pathlib import Path
 import paramiko
 import pytest
 
+from ajo_exports_tests.leaks import register_secret
+
 SSHD = Path("/usr/sbin/sshd")
 SSH_KEYGEN = shutil.which("ssh-keygen") or "/usr/bin/ssh-keygen"
 INSTALL = "apt-get install -y openssh-server"
@@ -81,6 +83,8 @@ def _create_account(location: Path) -> SftpAccount:
     location.chmod(0o755)  # sshd reads the AuthorizedKeysFile as the login user
     key_path = location / "client_rsa"
     _keygen(key_path, "rsa", "-b", "2048", "-m", "PEM")
+    register_secret(base64.b64encode(key_path.read_bytes()).decode("ascii"))
+    register_secret(key_path.read_text().split("-----")[2].strip().splitlines()[1])
     (location / "authorized_keys").write_text(key_path.with_suffix(".pub").read_text())
     (location / "authorized_keys").chmod(0o644)
     if os.geteuid() != 0:
@@ -88,6 +92,7 @@ def _create_account(location: Path) -> SftpAccount:
         return SftpAccount(user.pw_name, None, Path(user.pw_dir), key_path, created=False)
     username = f"ajo_sftp_{secrets.token_hex(4)}"
     password = secrets.token_urlsafe(18)
+    register_secret(password)
     _run(["useradd", "--create-home", "--shell", "/bin/sh", username], f"useradd {username}")
     _run(["chpasswd"], f"chpasswd for {username}", stdin=f"{username}:{password}\n")
     return SftpAccount(username, password, Path(pwd.getpwnam(username).pw_dir), key_path, created=True)
