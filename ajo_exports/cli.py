@@ -323,6 +323,37 @@ def cmd_activate(args: argparse.Namespace, config: ExportsConfig) -> int:
     return 0
 
 
+def cmd_runs(args: argparse.Namespace, config: ExportsConfig) -> int:
+    from ajo_exports.operations import dataflow_runs
+
+    require(config, args, Permission.VIEW_DESTINATIONS)
+    config.dataflow(args.dataflow)
+    runs = dataflow_runs(_instance(), args.dataflow, limit=args.limit)
+    rows = [
+        [
+            r.run_id[:8],
+            r.window,
+            r.status.lower(),
+            f"{r.started:%Y-%m-%d %H:%M:%S}" if r.started else "-",
+            f"{r.seconds:.1f}" if r.seconds is not None else "-",
+            r.datasets,
+            r.records,
+            r.files,
+            r.bytes,
+            r.errors[0] if r.errors else "",
+        ]
+        for r in runs
+    ]
+    print(f"dataflow {args.dataflow}: {len(runs)} runs (newest first)")
+    print(
+        _table(
+            rows,
+            ["run", "window", "status", "started (UTC)", "seconds", "datasets", "records", "files", "bytes", "error"],
+        )
+    )
+    return 0
+
+
 def cmd_check_connection(args: argparse.Namespace, config: ExportsConfig) -> int:
     require(config, args, Permission.MANAGE_DESTINATIONS)
     destination = config.destination(args.destination)
@@ -383,6 +414,11 @@ def parser() -> argparse.ArgumentParser:
     review = sub.add_parser("review", help="what a dataflow will export, where, how and when; non-zero on problems")
     review.add_argument("dataflow", nargs="?")
     review.set_defaults(func=cmd_review, needs_config=True)
+
+    runs = sub.add_parser("runs", help="a dataflow's runs: status, records, files, bytes, errors (AEP's dataflow runs)")
+    runs.add_argument("dataflow")
+    runs.add_argument("--limit", type=int, default=20)
+    runs.set_defaults(func=cmd_runs, needs_config=True)
 
     activate = sub.add_parser("activate", help="confirm a reviewed dataflow so that its schedule runs it")
     activate.add_argument("dataflow")

@@ -7,9 +7,9 @@ IO managers, and runs recorded in the instance that `dagster dev` shows afterwar
 from __future__ import annotations
 
 from dataclasses import dataclass, field
-from datetime import datetime
+from datetime import UTC, datetime
 
-from dagster import AssetCheckKey, AssetKey, DagsterInstance, Definitions
+from dagster import AssetCheckKey, AssetKey, DagsterEventType, DagsterInstance, Definitions, RunsFilter
 
 from ajo_exports.assets import DELIVERY_CHECK, ExportAssetSpec, job_name
 from ajo_exports.export.window import EXPORT_TIME_TAG
@@ -38,14 +38,18 @@ def plain(metadata: dict) -> dict:
     return {key: getattr(value, "value", value) for key, value in metadata.items()}
 
 
+def own_error(step_key: str, error) -> str:
+    """A failed step's own error (beneath Dagster's wrappers), in one line and without a traceback."""
+    while error is not None and error.cls_name and error.cls_name.startswith("Dagster") and error.cause:
+        error = error.cause
+    message = (error.message if error else "step failed").strip().splitlines()[0]
+    return f"{step_key}: {message}"
+
+
 def first_error(result) -> str | None:
-    """The first failed step's own error (beneath Dagster's wrappers), in one line and without a traceback."""
+    """The first failed step's error in one line."""
     for event in result.get_step_failure_events():
-        error = event.step_failure_data.error
-        while error is not None and error.cls_name and error.cls_name.startswith("Dagster") and error.cause:
-            error = error.cause
-        message = (error.message if error else "step failed").strip().splitlines()[0]
-        return f"{event.step_key}: {message}"
+        return own_error(event.step_key, event.step_failure_data.error)
     failure = result.get_run_failure_event()
     return failure.message if failure else None
 
@@ -97,3 +101,57 @@ def run_dataflow(
             item.check_passed = evaluation.passed
             item.check_description = evaluation.description or ""
     return report
+
+
+@dataclass
+class DataflowRun:
+    """One row of AEP's "dataflow runs" view, read back from the Dagster instance."""
+
+    run_id: str
+    status: str
+    window: str
+    started: datetime | None
+    seconds: float | None
+    datasets: int
+    records: int
+    files: int
+    bytes: int
+    errors: list[str]
+
+
+def dataflow_runs(instance: DagsterInstance, dataflow: str, limit: int = 20) -> list[DataflowRun]:
+    """The dataflow's latest runs with their status, records, files, bytes and errors, newest first."""
+    records = instance.get_run_records(RunsFilter(job_name=job_name(dataflow)), limit=limit)
+    rows = []
+    for record in records:
+        run = record.dagster_run
+        materializations = instance.get_records_for_run(
+            run.run_id, of_type=DagsterEventType.ASSET_MATERIALIZATION, limit=10_000
+        ).records
+        totals = {"rows": 0, "files": 0, "bytes": 0}
+        for entry in materializations:
+            metadata = entry.event_log_entry.asset_materialization.metadata
+            for key in totals:
+                totals[key] += int(getattr(metadata.get(key), "value", 0) or 0)
+        failures = instance.get_records_for_run(run.run_id, of_type=DagsterEventType.STEP_FAILURE).records
+        errors = [
+            own_error(entry.event_log_entry.step_key, entry.event_log_entry.dagster_event.step_failure_data.error)
+            for entry in failures
+        ]
+        started = datetime.fromtimestamp(record.start_time, UTC) if record.start_time else None
+        seconds = record.end_time - record.start_time if record.start_time and record.end_time else None
+        rows.append(
+            DataflowRun(
+                run.run_id,
+                run.status.value,
+                run.tags.get("dagster/partition", run.tags.get(EXPORT_TIME_TAG, "-")),
+                started,
+                seconds,
+                len(materializations),
+                totals["rows"],
+                totals["files"],
+                totals["bytes"],
+                errors,
+            )
+        )
+    return rows

@@ -129,3 +129,21 @@ def test_console_script_runs_the_main_job_in_a_fresh_home(tmp_path: Path) -> Non
     assert (tmp_path / ".ajo" / "dagster" / "dagster.yaml").exists()
     runs = list((tmp_path / ".ajo" / "dagster").rglob("runs.db")) + list((tmp_path / ".ajo" / "dagster").rglob("*.db"))
     assert runs, "runs are recorded in the instance under .ajo/dagster so the UI shows them"
+
+
+def test_runs_lists_successes_and_failures_from_the_instance(home: Path, capsys) -> None:
+    assert run_cli(capsys, "run")[0] == 0
+    manifests = [json.loads(p.read_text()) for p in (home / "exports").rglob("manifest-*.json")]
+    batch = sorted((home / "lake" / FEEDBACK).glob("*.parquet"))[0]
+    batch.write_bytes(b"PAR1 this is not parquet")
+    assert run_cli(capsys, "run")[0] == 2
+    code, out, _ = run_cli(capsys, "runs", "demo")
+    assert code == 0
+    failed, succeeded = [line for line in out.splitlines()[3:] if line.strip()]
+    assert failed.split()[2] == "failure" and batch.name in failed
+    run, window, status, _day, _time, _seconds, datasets, records, files, size = succeeded.split()
+    assert (status, datasets) == ("success", "2")
+    assert int(records) == sum(m["totalRows"] for m in manifests)
+    assert int(files) == sum(len(m["exportResults"]) for m in manifests)
+    assert int(size) == sum(item["size"] for m in manifests for item in m["exportResults"])
+    assert manifests[0]["flowRunId"].startswith(run)
