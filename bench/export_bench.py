@@ -18,8 +18,6 @@ import time
 from datetime import UTC, datetime
 from pathlib import Path
 
-import polars as pl
-
 from ajo_exports.catalog import get_dataset
 from ajo_exports.config import Compression, FileFormat
 from ajo_exports.destinations.local import LocalStorage
