@@ -113,7 +113,8 @@ def main() -> None:
             results.append(json.loads(done.stdout.strip().splitlines()[-1]))
         base = results[0]
         print(
-            f"{'case':42} {'s':>7} {'x base':>7} {'MB/s':>7} {'files':>5} {'MB out':>7} {'peak RSS MB':>11} {'x base':>7}"
+            f"{'case':42} {'s':>7} {'x base':>7} {'MB/s':>7} {'files':>5} {'MB out':>7} "
+            f"{'peak RSS MB':>11} {'x base':>7}"
         )
         for r in results:
             print(
