@@ -22,7 +22,7 @@ from ajo_exports.config import (
     config_path,
     load_config,
 )
-from ajo_exports.destinations import build_destination
+from ajo_exports.destinations import open_destination
 from ajo_exports.destinations.base import DestinationError, probe
 from ajo_exports.export.formats import extension
 from ajo_exports.export.layout import LayoutContext, render_folder
@@ -158,9 +158,7 @@ def _print_report(report, config: ExportsConfig, dataflow: str) -> None:
     failed = [i for i in report.exports.values() if i.check_passed is False]
     for item in failed:
         print(f"  check failed for {item.slug}: {item.check_description}")
-    flow = config.dataflow(dataflow)
-    with build_destination(config.destination(flow.destination)).open_storage() as storage:
-        print(f"files landed in {storage.uri()}")
+    print(f"files landed in {config.destination(config.dataflow(dataflow).destination).location}")
 
 
 def last_closed_window(flow: Dataflow) -> str | None:
@@ -357,7 +355,7 @@ def cmd_runs(args: argparse.Namespace, config: ExportsConfig) -> int:
 def cmd_check_connection(args: argparse.Namespace, config: ExportsConfig) -> int:
     require(config, args, Permission.MANAGE_DESTINATIONS)
     destination = config.destination(args.destination)
-    with build_destination(destination).open_storage() as storage:
+    with open_destination(destination) as storage:
         steps = probe(storage)
     for step in steps:
         print(f"ok  {step}")

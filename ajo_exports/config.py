@@ -156,7 +156,7 @@ class LocalDestinationConfig(_DestinationBase):
 
     @property
     def location(self) -> str:
-        return "/".join(p for p in (self.path or str(ajo_home() / "exports"), self.folder) if p)
+        return (Path(self.path or ajo_home() / "exports").expanduser().resolve() / self.folder).as_uri()
 
 
 class AmazonS3DestinationConfig(_DestinationBase):

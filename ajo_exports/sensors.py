@@ -18,6 +18,7 @@ from dagster import (
     AssetObservation,
     AssetRecordsFilter,
     DefaultSensorStatus,
+    MetadataValue,
     RunFailureSensorContext,
     RunRequest,
     SensorDefinition,
@@ -30,6 +31,8 @@ from dagster import (
 
 from ajo_exports.assets import ExportAssetSpec, dataset_key
 from ajo_exports.config import ExportsConfig
+from ajo_exports.destinations import open_destination
+from ajo_exports.destinations.data_landing_zone import purge_expired
 
 log = logging.getLogger(__name__)
 END_DATE_WARNING = timedelta(days=14)
@@ -161,3 +164,39 @@ def freshness_sensor(job: object, check_keys: list[AssetCheckKey]) -> SensorDefi
         return RunRequest(asset_check_keys=check_keys)
 
     return _evaluate
+
+
+def dlz_retention_sensor(
+    config: ExportsConfig, specs: list[ExportAssetSpec], clock: Callable[[], datetime] = lambda: datetime.now(UTC)
+) -> SensorDefinition | None:
+    """AEP deletes Data Landing Zone files after 7 days; this does the same and records what went, per export."""
+    zones = [d for d in config.destinations if d.type == "data_landing_zone"]
+    if not zones:
+        return None
+
+    @sensor(
+        name="dlz_retention",
+        minimum_interval_seconds=3600,
+        default_status=DefaultSensorStatus.RUNNING,
+        description="Deletes exported files older than 7 days from Data Landing Zone destinations.",
+    )
+    def _purge(context: SensorEvaluationContext) -> SensorResult | SkipReason:
+        events = []
+        for zone in zones:
+            with open_destination(zone) as storage:
+                deleted = purge_expired(storage, clock())
+            for spec in specs:
+                mine = [key for key in deleted if spec.destination.name == zone.name and spec.dataset.dataset_id in key]
+                if mine:
+                    events.append(
+                        AssetObservation(
+                            asset_key=spec.key,
+                            metadata={"dlz_retention_deleted": MetadataValue.json(mine), "deleted_files": len(mine)},
+                        )
+                    )
+            context.log.info(f"{zone.name}: deleted {len(deleted)} files older than 7 days")
+        if not events:
+            return SkipReason("no Data Landing Zone file is older than 7 days")
+        return SensorResult(asset_events=events)
+
+    return _purge

@@ -19,6 +19,7 @@ pytest_plugins = [
     "ajo_exports_tests.servers.gcs",
     "ajo_exports_tests.servers.azurite",
     "ajo_exports_tests.servers.sshd",
+    "ajo_exports_tests.servers.dagster_web",
     "ajo_exports_tests.fixtures",
     "ajo_exports_tests.pgp",
 ]

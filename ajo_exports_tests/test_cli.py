@@ -147,3 +147,29 @@ def test_runs_lists_successes_and_failures_from_the_instance(home: Path, capsys)
     assert int(files) == sum(len(m["exportResults"]) for m in manifests)
     assert int(size) == sum(item["size"] for m in manifests for item in m["exportResults"])
     assert manifests[0]["flowRunId"].startswith(run)
+
+
+def test_check_connection_probes_a_real_s3_server_and_names_the_missing_permission(
+    s3_server, tmp_path: Path, monkeypatch: pytest.MonkeyPatch, capsys
+) -> None:
+    bucket = s3_server.create_bucket()
+    config = tmp_path / "exports.yaml"
+    config.write_text(
+        "destinations:\n"
+        f"  - {{name: archive, type: amazon_s3, bucket: {bucket}, folder: probe, endpoint_url: "
+        f"'{s3_server.endpoint_url}', region: us-east-1,\n"
+        "     access_key_id: '${AJO_TEST_KEY}', secret_access_key: '${AJO_TEST_SECRET}'}\n"
+        "dataflows:\n  - {name: demo, destination: archive, datasets: [journeys]}\n"
+    )
+    monkeypatch.setenv("AJO_EXPORTS_CONFIG", str(config))
+    monkeypatch.setenv("AJO_EXPORTS_HOME", str(tmp_path / "home"))
+    monkeypatch.setenv("AJO_TEST_KEY", s3_server.writer.access_key_id)
+    monkeypatch.setenv("AJO_TEST_SECRET", s3_server.writer.secret_access_key)
+    code, out, _ = run_cli(capsys, "check-connection", "archive")
+    assert code == 0 and "ok  write s3://" in out and "ok  delete" in out
+    assert s3_server.keys(bucket) == []
+    monkeypatch.setenv("AJO_TEST_KEY", s3_server.reader.access_key_id)
+    monkeypatch.setenv("AJO_TEST_SECRET", s3_server.reader.secret_access_key)
+    code, _, err = run_cli(capsys, "check-connection", "archive")
+    assert_one_line_error(code, err, "destination 'archive'", "s3:PutObject")
+    assert s3_server.reader.secret_access_key not in err

@@ -7,7 +7,7 @@ import hashlib
 import os
 import time
 import uuid
-from datetime import timedelta
+from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from urllib.parse import quote, urlsplit
 
@@ -227,3 +227,34 @@ def test_server_stopped_mid_export_then_rerun(azurite_private: Azurite, lake_roo
     monkeypatch.setenv(SECRET_ENV, azurite_private.container_sas_url(DLZ_CONTAINER))
     config = dlz_config("exports", max_rows_per_file=4)
     stop_mid_export_then_rerun(azurite_private, container, "exports", config, "to-dlz", lake_root, instance)
+
+
+def test_retention_sensor_purges_and_records_what_it_deleted(
+    azurite: Azurite, lake_root: Path, instance, monkeypatch
+) -> None:
+    from dagster import AssetKey, SensorResult, SkipReason, build_sensor_context
+
+    from ajo_exports.catalog import get_dataset
+    from ajo_exports.definitions import export_specs
+    from ajo_exports.sensors import dlz_retention_sensor
+    from ajo_exports_tests.helpers import parse_config
+
+    container = landing_zone(azurite)
+    folder = f"sensor-{uuid.uuid4().hex[:8]}"
+    monkeypatch.setenv(SECRET_ENV, azurite.container_sas_url(DLZ_CONTAINER))
+    run = run_export(dlz_config(folder), lake_root, dataflow="to-dlz", export_time=EXPORT_TIME, instance=instance)
+    assert run.success, run.error
+    delivered = blob_names(container, folder)
+    config = parse_config(dlz_config(folder))
+    specs = export_specs(config)
+    today = dlz_retention_sensor(config, specs, clock=lambda: datetime.now(UTC))
+    assert isinstance(today(build_sensor_context(instance=instance)), SkipReason)
+    later = dlz_retention_sensor(config, specs, clock=lambda: datetime.now(UTC) + timedelta(days=7, minutes=5))
+    result = later(build_sensor_context(instance=instance))
+    assert isinstance(result, SensorResult)
+    recorded = {event.asset_key: event.metadata["dlz_retention_deleted"].value for event in result.asset_events}
+    assert set(recorded) == {AssetKey(["export", "to-dlz", FEEDBACK]), AssetKey(["export", "to-dlz", STEPS])}
+    assert sorted(f"{folder}/{key}" for keys in recorded.values() for key in keys) == delivered
+    for key in recorded[AssetKey(["export", "to-dlz", FEEDBACK])]:
+        assert get_dataset(FEEDBACK).dataset_id in key
+    assert blob_names(container, folder) == []

@@ -37,11 +37,17 @@ def build_destination(config: DestinationConfig) -> DestinationResource:
     return resource_class(config.type)(**fields)
 
 
+def open_destination(config: DestinationConfig) -> Storage:
+    """Open a destination outside a Dagster run (CLI, sensors): resolve its `EnvVar` secrets as a run would."""
+    return build_destination(config).process_config_and_initialize().open_storage()
+
+
 __all__ = [
     "DestinationError",
     "DestinationResource",
     "Storage",
     "StoredObject",
     "build_destination",
+    "open_destination",
     "resource_class",
 ]
