@@ -2,17 +2,25 @@
 
 from __future__ import annotations
 
+import hashlib
+import json
 import os
+import re
 import tempfile
+from collections.abc import Callable
 from dataclasses import dataclass, field
-from datetime import datetime
+from datetime import datetime, timedelta
 from pathlib import Path
 
+import polars as pl
 import yaml
 from dagster import DagsterInstance
 
-from ajo_exports.config import ExportsConfig, load_config
+from ajo_exports.catalog import get_dataset
+from ajo_exports.config import ExportsConfig, destination_id, load_config
 from ajo_exports.definitions import build_definitions, export_specs
+from ajo_exports.export.formats import read_part
+from ajo_exports.lake import LocalLake
 from ajo_exports.operations import RunReport, run_dataflow
 
 
@@ -127,3 +135,54 @@ def local_config(exports: Path, *, datasets: list[str] | str = "all", extra: str
         sort_keys=False,
     )
     return text + extra
+
+
+PART = re.compile(r"^part-\d{5}-[0-9a-f]{8}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{12}-c000\.gz\.parquet$")
+
+
+def lake_rows(lake_root: Path, slug: str, export_time: datetime) -> pl.DataFrame:
+    """What an export of `slug` at `export_time` must deliver: the lake's rows (events of the last 365 days)."""
+    lake = LocalLake(lake_root)
+    dataset = get_dataset(slug)
+    frame = lake.scan(dataset, lake.list_batches(dataset)).collect()
+    if dataset.is_time_series:
+        frame = frame.filter(pl.col("timestamp") >= export_time - timedelta(days=365))
+    return frame.sort("_id")
+
+
+def assert_delivered(
+    run: ExportRun, *, list_keys: Callable[[str], list[str]], download: Callable[[str], bytes],
+    native_checksum: Callable[[str], str | None], folder: str, destination: str, lake_root: Path, slugs: list[str],
+    export_time: datetime, scratch: Path,
+) -> None:
+    """Each dataset's window holds exactly its part files and this run's manifest (listed with the vendor SDK);
+    every file's size, sha256 and the store's own checksum match the manifest; the rows equal the lake's; the
+    delivery check passed. `list_keys`, `download` and `native_checksum` take full object keys."""
+    assert run.success, run.error
+    for slug in slugs:
+        window = f"{get_dataset(slug).dataset_id}/exportTime={export_time:%Y%m%d%H%M}"
+        prefix = f"{folder}/{window}/" if folder else f"{window}/"
+        keys = list_keys(prefix)
+        manifest = f"{prefix}manifest-{destination_id(destination)}-{run.run_id}.json"
+        parts = [key for key in keys if key != manifest]
+        assert manifest in keys and parts, keys
+        assert all(PART.match(key.removeprefix(prefix)) for key in parts), parts
+        assert sorted(run.exports[slug]["keys"]) == [key.removeprefix(f"{folder}/") for key in parts]
+        assert run.exports[slug]["manifest_key"] == manifest.removeprefix(f"{folder}/")
+        body = json.loads(download(manifest))
+        assert body["flowRunId"] == run.run_id and [prefix + item["name"] for item in body["exportResults"]] == parts
+        frames = []
+        for item in body["exportResults"]:
+            data = download(prefix + item["name"])
+            assert (item["size"], item["sha256"]) == (len(data), hashlib.sha256(data).hexdigest())
+            native = native_checksum(prefix + item["name"])
+            assert native is not None and item["nativeChecksum"] == native
+            (scratch / item["name"]).write_bytes(data)
+            frames.append(read_part(scratch / item["name"], item["name"]))
+        assert pl.concat(frames).sort("_id").equals(lake_rows(lake_root, slug, export_time)), slug
+        assert run.checks[slug][0], run.checks[slug][1]
+
+
+def dagster_text(instance: DagsterInstance, run_id: str) -> str:
+    """Everything Dagster recorded about a run (events, errors with causes), to search for leaked secrets."""
+    return "\n".join(repr(record) for record in instance.all_logs(run_id))

@@ -4,15 +4,13 @@ from __future__ import annotations
 
 import base64
 import hashlib
-import json
 import os
 import re
 import threading
 import time
-from datetime import UTC, datetime, timedelta
+from datetime import UTC, datetime
 from pathlib import Path
 
-import polars as pl
 import pytest
 import yaml
 from azure.core.exceptions import (
@@ -26,12 +24,10 @@ from azure.storage.blob import ContainerClient
 from dagster import DagsterInstance
 
 from ajo_exports.catalog import get_dataset
-from ajo_exports.config import destination_id
 from ajo_exports.destinations.azure_blob import AzureBlobDestination, AzureBlobStorage, is_transient, scrub
 from ajo_exports.destinations.base import DestinationError, join_key
-from ajo_exports.export.formats import read_part
-from ajo_exports.lake import LocalLake
-from ajo_exports_tests.helpers import ExportRun, run_checks, run_export
+from ajo_exports_tests.helpers import ExportRun, dagster_text, run_checks, run_export
+from ajo_exports_tests.helpers import assert_delivered as delivered
 from ajo_exports_tests.servers.azurite import Azurite
 
 KiB = 1024
@@ -244,58 +240,26 @@ def test_server_stopped_mid_upload_leaves_no_blob(azurite_private: Azurite, tmp_
 
 EXPORT_TIME = datetime(2026, 11, 29, 2, 0, tzinfo=UTC)
 FEEDBACK, STEPS = "ajo_message_feedback_event_dataset", "journey_step_events"
-PART = re.compile(r"^part-\d{5}-[0-9a-f]{8}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{12}-c000\.gz\.parquet$")
-
-
 def blob_names(container: ContainerClient, prefix: str = "") -> list[str]:
     return sorted(blob.name for blob in container.list_blobs(name_starts_with=prefix or None))
-
-
-def lake_rows(lake_root: Path, slug: str, export_time: datetime) -> pl.DataFrame:
-    """What an export of `slug` at `export_time` must deliver: the lake's rows (events of the last 365 days)."""
-    lake = LocalLake(lake_root)
-    dataset = get_dataset(slug)
-    frame = lake.scan(dataset, lake.list_batches(dataset)).collect()
-    if dataset.is_time_series:
-        frame = frame.filter(pl.col("timestamp") >= export_time - timedelta(days=365))
-    return frame.sort("_id")
 
 
 def assert_delivered(
     run: ExportRun, container: ContainerClient, folder: str, destination: str, lake_root: Path, slugs: list[str],
     export_time: datetime, scratch: Path,
 ) -> None:
-    """The exact keys of each dataset's window (parts + this run's manifest), listed and downloaded with the SDK;
-    rows equal to the lake's, the manifest's Content-MD5 equal to the service's, and a passing delivery check."""
-    assert run.success, run.error
-    for slug in slugs:
-        window = f"{get_dataset(slug).dataset_id}/exportTime={export_time:%Y%m%d%H%M}"
-        prefix = f"{folder}/{window}/" if folder else f"{window}/"
-        names = blob_names(container, prefix)
-        manifest = f"{prefix}manifest-{destination_id(destination)}-{run.run_id}.json"
-        parts = [name for name in names if name != manifest]
-        assert manifest in names and parts, names
-        assert all(PART.match(name.rsplit("/", 1)[1]) for name in parts), parts
-        assert sorted(run.exports[slug]["keys"]) == [name.removeprefix(f"{folder}/") for name in parts]
-        body = json.loads(container.download_blob(manifest).readall())
-        assert body["flowRunId"] == run.run_id and len(body["exportResults"]) == len(parts)
-        frames = []
-        for item in body["exportResults"]:
-            blob = container.get_blob_client(prefix + item["name"])
-            props = blob.get_blob_properties()
-            assert item["size"] == props.size
-            assert item["nativeChecksum"] == "md5:" + base64.b64encode(props.content_settings.content_md5).decode()
-            local = scratch / item["name"]
-            local.write_bytes(blob.download_blob().readall())
-            assert hashlib.sha256(local.read_bytes()).hexdigest() == item["sha256"]
-            frames.append(read_part(local, item["name"]))
-        assert pl.concat(frames).sort("_id").equals(lake_rows(lake_root, slug, export_time)), slug
-        assert run.checks[slug][0], run.checks[slug][1]
+    """The shared end-to-end assertions, listing and downloading with the Azure SDK; the native checksum is the
+    service's Content-MD5."""
 
+    def content_md5(name: str) -> str:
+        md5 = container.get_blob_client(name).get_blob_properties().content_settings.content_md5
+        return "md5:" + base64.b64encode(md5).decode()
 
-def dagster_text(instance: DagsterInstance, run_id: str) -> str:
-    """Everything Dagster recorded about a run (events, errors with causes), to search for leaked secrets."""
-    return "\n".join(repr(record) for record in instance.all_logs(run_id))
+    delivered(
+        run, list_keys=lambda prefix: blob_names(container, prefix),
+        download=lambda name: container.download_blob(name).readall(), native_checksum=content_md5, folder=folder,
+        destination=destination, lake_root=lake_root, slugs=slugs, export_time=export_time, scratch=scratch,
+    )
 
 
 def check_names_deleted_and_corrupted(
