@@ -173,3 +173,14 @@ def test_check_connection_probes_a_real_s3_server_and_names_the_missing_permissi
     code, _, err = run_cli(capsys, "check-connection", "archive")
     assert_one_line_error(code, err, "destination 'archive'", "s3:PutObject")
     assert s3_server.reader.secret_access_key not in err
+
+
+def test_verify_exits_non_zero_and_names_a_corrupted_file(home: Path, capsys) -> None:
+    assert run_cli(capsys, "run")[0] == 0
+    part = next((home / "exports").rglob("part-*.gz.parquet"))
+    data = bytearray(part.read_bytes())
+    data[-20] ^= 0xFF
+    part.write_bytes(bytes(data))
+    code, out, _ = run_cli(capsys, "verify", "demo")
+    assert code == 1
+    assert "FAILED" in out and part.name in out and "sha256 expected" in out

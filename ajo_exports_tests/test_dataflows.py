@@ -347,3 +347,19 @@ def test_manifest_off_and_a_custom_folder_template(tmp_path: Path, lake_root: Pa
     (exports / key).unlink()
     passed, description = run_checks(text, lake_root, dataflow="daily", instance=instance)[JOURNEYS]
     assert not passed and key.rsplit("/", 1)[1] in description
+
+
+def test_removing_a_dataset_stops_its_exports_and_keeps_its_history(
+    tmp_path: Path, lake_root: Path, instance
+) -> None:
+    both = dataflow_config(tmp_path / "exports", datasets=[FEEDBACK, JOURNEYS], schedule={"frequency": "once"})
+    first = run_export(both, lake_root, dataflow="daily", export_time=START, instance=instance)
+    assert first.success and set(first.exports) == {FEEDBACK, JOURNEYS}
+    one = dataflow_config(tmp_path / "exports", datasets=[JOURNEYS], schedule={"frequency": "once"})
+    defs = build_definitions(parse_config(one), tmp_path)
+    keys = {s.key for s in defs.resolve_all_asset_specs()}
+    assert AssetKey(["export", "daily", FEEDBACK]) not in keys and AssetKey(["export", "daily", JOURNEYS]) in keys
+    later = run_export(one, lake_root, dataflow="daily", export_time=START + timedelta(days=1), instance=instance)
+    assert set(later.exports) == {JOURNEYS}
+    history = instance.fetch_materializations(AssetKey(["export", "daily", FEEDBACK]), limit=10).records
+    assert [r.run_id for r in history] == [first.run_id]
