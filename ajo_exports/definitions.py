@@ -13,7 +13,6 @@ from ajo_exports.checks import delivery_check, freshness_check
 from ajo_exports.config import ExportsConfig, ajo_home, load_config
 from ajo_exports.destinations import build_destination
 from ajo_exports.export.io_manager import ExportIOManager
-from ajo_exports.export.window import partitions_for
 from ajo_exports.lake.resource import LakeResource
 from ajo_exports.schedules import dataflow_schedule
 from ajo_exports.sensors import (
@@ -47,7 +46,6 @@ def build_definitions(config: ExportsConfig, home: Path) -> Definitions:
             job_name(flow.name),
             selection=AssetSelection.assets(*[s.key for s in specs if s.dataflow is flow]).without_checks()
             | AssetSelection.checks(*[delivery_checks[s.key] for s in specs if s.dataflow is flow]),
-            partitions_def=partitions_for(flow.schedule),
             description=f"Export dataflow {flow.name!r} to destination {flow.destination!r}",
             tags={"dataflow": flow.name},
         )
