@@ -73,6 +73,7 @@ def run_case(case: str, lake_root: Path, out: Path) -> dict:
 
 CASES = [
     "baseline_sink_parquet",
+    "reference_collect_all",
     "export_parquet_gzip",
     "export_parquet_gzip_100k_rows_per_file",
     "export_parquet_zstd",
