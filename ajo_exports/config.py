@@ -141,6 +141,15 @@ class _DestinationBase(_Model):
     def destination_id(self) -> str:
         return destination_id(self.name)
 
+    def one_credential(self, pair: tuple[str, str], alternative: str) -> str:
+        """AEP's two auth specs of a destination: both fields of `pair`, or `alternative` alone."""
+        given = [getattr(self, name) is not None for name in pair]
+        if all(given) and getattr(self, alternative) is None:
+            return "pair"
+        if not any(given) and getattr(self, alternative) is not None:
+            return alternative
+        raise ValueError(f"give either {pair[0]} and {pair[1]}, or {alternative}")
+
     def missing_secrets(self) -> list[str]:
         """Secret fields whose environment variable is not set here (review reports them before a run fails)."""
         return [
@@ -177,14 +186,10 @@ class AmazonS3DestinationConfig(_DestinationBase):
 
     @model_validator(mode="after")
     def _auth(self) -> AmazonS3DestinationConfig:
-        keys = (self.access_key_id is not None, self.secret_access_key is not None)
-        if keys == (True, True) and self.role_arn is None:
-            return self
-        if keys == (False, False) and self.role_arn is not None:
-            if not re.match(r"^arn:aws:iam::\d{12}:role/[\w+=,.@/-]+$", self.role_arn):
+        if self.one_credential(("access_key_id", "secret_access_key"), "role_arn") == "role_arn":
+            if not re.match(r"^arn:aws:iam::\d{12}:role/[\w+=,.@/-]+$", self.role_arn or ""):
                 raise ValueError(f"role_arn {self.role_arn!r} is not arn:aws:iam::<account>:role/<name>")
-            return self
-        raise ValueError("give either access_key_id and secret_access_key, or role_arn")
+        return self
 
     @property
     def location(self) -> str:
@@ -271,12 +276,8 @@ class GoogleCloudStorageDestinationConfig(_DestinationBase):
 
     @model_validator(mode="after")
     def _auth(self) -> GoogleCloudStorageDestinationConfig:
-        hmac = (self.hmac_access_key_id is not None, self.hmac_secret is not None)
-        if hmac == (True, True) and self.service_account_json is None:
-            return self
-        if hmac == (False, False) and self.service_account_json is not None:
-            return self
-        raise ValueError("give either hmac_access_key_id and hmac_secret, or service_account_json")
+        self.one_credential(("hmac_access_key_id", "hmac_secret"), "service_account_json")
+        return self
 
     @property
     def location(self) -> str:
