@@ -313,7 +313,8 @@ def test_pgp_encrypted_export_decrypts_to_the_lake_rows(
         max_rows_per_file=120,
     )
     run = run_export(text, lake_root, dataflow="daily", export_time=START, instance=instance)
-    assert run.success, run.error and run.checks[FEEDBACK][0]
+    assert run.success, run.error
+    assert run.checks[FEEDBACK][0], run.checks[FEEDBACK][1]
     folder = exports / get_dataset(FEEDBACK).dataset_id / "exportTime=202611010200"
     encrypted = sorted(p for p in folder.iterdir() if p.name.startswith("part-"))
     assert encrypted and all(p.name.endswith(".gz.parquet.gpg") for p in encrypted)

@@ -144,7 +144,6 @@ def test_failed_encrypt_is_one_line_and_leaves_no_output(key_pair: KeyPair, tmp_
     assert not dst.exists()
 
 
-@pytest.mark.skipif(shutil.which("pgrep") is None, reason="pgrep (procps) is not installed")
 def test_no_daemon_survives_close(key_pair: KeyPair, parquet: tuple[Path, pl.DataFrame], tmp_path: Path) -> None:
     plain, _ = parquet
     encryptor = Encryptor(key_pair.public_b64)

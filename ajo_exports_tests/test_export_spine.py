@@ -19,7 +19,7 @@ from ajo_exports.destinations.local import LocalStorage
 from ajo_exports.export.formats import read_part
 from ajo_exports.export.writer import ExportSpec, export_frame
 from ajo_exports.lake import LocalLake
-from ajo_exports_tests.helpers import local_config, run_checks, run_export
+from ajo_exports_tests.helpers import lake_rows, local_config, run_checks, run_export
 
 EXPORT_TIME = datetime(2026, 11, 2, 6, 0, tzinfo=UTC)
 FEEDBACK = "ajo_message_feedback_event_dataset"
@@ -31,15 +31,6 @@ PART = re.compile(
 
 def files_under(root: Path) -> list[str]:
     return sorted(p.relative_to(root).as_posix() for p in root.rglob("*") if p.is_file())
-
-
-def lake_rows(lake_root: Path, slug: str, export_time: datetime = EXPORT_TIME) -> pl.DataFrame:
-    lake = LocalLake(lake_root)
-    dataset = get_dataset(slug)
-    frame = lake.scan(dataset, lake.list_batches(dataset)).collect()
-    if dataset.is_time_series:
-        frame = frame.filter(pl.col("timestamp") >= export_time - timedelta(days=365))
-    return frame.sort("_id")
 
 
 def delivered_rows(folder: Path) -> pl.DataFrame:
@@ -78,7 +69,7 @@ def test_exact_keys_rows_and_manifest(tmp_path: Path, lake_root: Path, instance)
         assert item["name"] == part.rsplit("/", 1)[1]
         assert item["sinkPath"] == "/" + str((exports / folder).resolve()).lstrip("/")
         assert item["size"] == (exports / part).stat().st_size
-        expected = lake_rows(lake_root, slug)
+        expected = lake_rows(lake_root, slug, EXPORT_TIME)
         assert body["totalRows"] == item["rows"] == expected.height == run.exports[slug]["rows"]
         assert set(body["schema"]) == set(get_dataset(slug).schema)
 
@@ -108,7 +99,7 @@ def test_json_gzip_and_bounded_part_files(tmp_path: Path, lake_root: Path) -> No
     config = local_config(tmp_path, datasets=[FEEDBACK], format="json", compression="gzip", max_rows_per_file=40)
     run = run_export(config, lake_root, dataflow="demo", export_time=EXPORT_TIME)
     assert run.success, run.error
-    expected = lake_rows(lake_root, FEEDBACK)
+    expected = lake_rows(lake_root, FEEDBACK, EXPORT_TIME)
     folder = tmp_path / get_dataset(FEEDBACK).dataset_id / "exportTime=202611020600"
     parts = sorted(p for p in folder.iterdir() if p.name.startswith("part-"))
     assert len(parts) == -(-expected.height // 40) == run.exports[FEEDBACK]["files"]
@@ -153,7 +144,7 @@ def test_rerun_of_a_window_replaces_it_exactly(tmp_path: Path, lake_root: Path, 
         second.exports[FEEDBACK]["keys"]
     )
     assert set(first.exports[FEEDBACK]["keys"]).isdisjoint(second.exports[FEEDBACK]["keys"])
-    assert delivered_rows(folder).equals(lake_rows(lake_root, FEEDBACK))
+    assert delivered_rows(folder).equals(lake_rows(lake_root, FEEDBACK, EXPORT_TIME))
     assert second.checks[FEEDBACK][0]
 
 

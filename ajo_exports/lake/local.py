@@ -53,39 +53,30 @@ def _iso_z(moment: datetime) -> str:
     return _utc(moment).isoformat().replace("+00:00", "Z")
 
 
+def _fields(dtype: pl.Struct) -> dict[str, pl.DataType]:
+    return {f.name: f.dtype for f in dtype.fields}
+
+
 def _schema_mismatch(expected: pl.Schema, actual: pl.Schema | dict[str, pl.DataType], prefix: str = "") -> str | None:
     """Describe the first column (dotted path) that differs, so the error points at the field to fix."""
     for name, dtype in expected.items():
-        path = f"{prefix}{name}"
         if name not in actual:
-            return f"missing column {path} ({dtype})"
-        got = actual[name]
-        if isinstance(dtype, pl.Struct) and isinstance(got, pl.Struct):
-            inner = _schema_mismatch(
-                pl.Schema({f.name: f.dtype for f in dtype.fields}),
-                {f.name: f.dtype for f in got.fields},
-                f"{path}.",
-            )
-            if inner:
-                return inner
-        elif isinstance(dtype, pl.List) and isinstance(got, pl.List):
-            inner_expected, inner_got = dtype.inner, got.inner
-            if isinstance(inner_expected, pl.Struct) and isinstance(inner_got, pl.Struct):
-                inner = _schema_mismatch(
-                    pl.Schema({f.name: f.dtype for f in inner_expected.fields}),
-                    {f.name: f.dtype for f in inner_got.fields},
-                    f"{path}[].",
-                )
-                if inner:
-                    return inner
-            elif inner_expected != inner_got:
-                return f"column {path} has type {got}, expected {dtype}"
-        elif dtype != got:
-            return f"column {path} has type {got}, expected {dtype}"
+            return f"missing column {prefix}{name} ({dtype})"
+        problem = _dtype_mismatch(f"{prefix}{name}", dtype, actual[name])
+        if problem:
+            return problem
     extra = [name for name in actual if name not in expected]
-    if extra:
-        return f"unexpected column {prefix}{extra[0]}"
-    return None
+    return f"unexpected column {prefix}{extra[0]}" if extra else None
+
+
+def _dtype_mismatch(path: str, expected: pl.DataType, got: pl.DataType) -> str | None:
+    """Structs compare field by field and lists by their inner type, so the path reaches the nested field."""
+    if isinstance(expected, pl.Struct) and isinstance(got, pl.Struct):
+        return _schema_mismatch(pl.Schema(_fields(expected)), _fields(got), f"{path}.")
+    if isinstance(expected, pl.List) and isinstance(got, pl.List):
+        if isinstance(expected.inner, pl.Struct) and isinstance(got.inner, pl.Struct):
+            return _dtype_mismatch(f"{path}[]", expected.inner, got.inner)
+    return None if expected == got else f"column {path} has type {got}, expected {expected}"
 
 
 class LocalLake:
