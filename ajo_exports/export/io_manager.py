@@ -49,14 +49,14 @@ def settings_of(metadata: dict) -> dict:
     return {key: getattr(metadata[key], "value", metadata[key]) for key in SETTINGS}
 
 
-def output_window(context: OutputContext, schedule: Schedule) -> ExportWindow:
+def output_window(context: OutputContext, schedule: Schedule, created: datetime) -> ExportWindow:
     time_window = context.asset_partitions_time_window if context.has_asset_partitions else None
     return window_for(
         schedule,
         time_window=(time_window.start, time_window.end) if time_window else None,
         partition_key=context.asset_partition_key if context.has_asset_partitions else None,
         tags=dict(context.step_context.dagster_run.tags),
-        run_created=run_created(context),
+        run_created=created,
     )
 
 
@@ -69,14 +69,15 @@ class ExportIOManager(ConfigurableIOManager):
     def handle_output(self, context: OutputContext, obj: pl.LazyFrame) -> None:
         settings = settings_of(context.definition_metadata)
         schedule = Schedule.model_validate_json(settings["schedule"])
-        window = output_window(context, schedule)
+        created = run_created(context)
+        window = output_window(context, schedule, created)
         with self.destination.open_storage() as storage:
             folder = render_folder(
                 settings["folder_template"],
                 LayoutContext(
                     dataset_id=settings["dataset_id"],
                     export_time=window.export_time,
-                    run_time=run_created(context),
+                    run_time=created,
                     sandbox=settings["sandbox"],
                     organization=settings["organization"],
                     destination_type=self.destination.destination_type,
