@@ -22,7 +22,7 @@ from ajo_exports.catalog import Dataset
 from ajo_exports.config import Dataflow, DestinationConfig, Organization
 from ajo_exports.export.io_manager import run_created
 from ajo_exports.export.window import partitions_for, window_for
-from ajo_exports.lake import Batch
+from ajo_exports.lake import Batch, Selection
 from ajo_exports.lake.resource import LakeResource
 
 DATASET_GROUP = "aep_datasets"
@@ -140,8 +140,8 @@ def io_manager_key(destination_name: str) -> str:
 
 
 def export_asset(spec: ExportAssetSpec) -> AssetsDefinition:
-    """Build the export asset: it selects the window's batches and returns them as a LazyFrame (never collected);
-    the destination's IO manager streams it into part files and a manifest."""
+    """Build the export asset: it selects the window's batches and returns them as a Selection (nothing is read
+    yet); the destination's IO manager cuts it into bounded part files, encodes them in parallel and uploads them."""
     dataset, schedule = spec.dataset, spec.dataflow.schedule
 
     @asset(
@@ -155,7 +155,7 @@ def export_asset(spec: ExportAssetSpec) -> AssetsDefinition:
         metadata=spec.settings(),
         description=f"{dataset.name} exported by dataflow {spec.dataflow.name!r} to {spec.destination.name!r}",
     )
-    def _export(context: AssetExecutionContext, lake: LakeResource) -> Output[pl.LazyFrame]:
+    def _export(context: AssetExecutionContext, lake: LakeResource) -> Output[Selection]:
         time_window = context.partition_time_window if context.has_partition_key else None
         window = window_for(
             schedule,
@@ -168,11 +168,10 @@ def export_asset(spec: ExportAssetSpec) -> AssetsDefinition:
         everything = source.list_batches(dataset)
         context.log_event(AssetObservation(asset_key=dataset_key(dataset), metadata=observed(everything)))
         batches = source.list_batches(dataset, window.ingested_from, window.ingested_until)
-        frame = source.scan(dataset, batches)
-        if dataset.is_time_series:
-            frame = frame.filter(pl.col("timestamp") >= window.events_since)
+        source.scan(dataset, batches)  # checks every selected batch file's footer and schema before anything is written
+        selection = Selection(source, dataset, tuple(batches), window.events_since if dataset.is_time_series else None)
         return Output(
-            frame,
+            selection,
             metadata={
                 "batches": len(batches),
                 "batch_rows": sum(b.rows for b in batches),

@@ -1,18 +1,15 @@
 """File formats and the bounded part-file writer.
 
-A part file is written from a stream of record batches and closed when it reaches the row or byte bound, so an
-export never holds more than one batch in memory however large the dataset is.
+A part file is encoded from a bounded lazy frame (a few batch row ranges) by polars' streaming sinks, which compress
+columns on every core; it never holds more than a row group of it in memory, however large the dataset is.
 """
 
 from __future__ import annotations
 
 import gzip
-from abc import ABC, abstractmethod
 from pathlib import Path
-from typing import IO
 
 import polars as pl
-import pyarrow.parquet as pq
 
 from ajo_exports.config import Compression, FileFormat
 
@@ -34,74 +31,63 @@ def extension(file_format: FileFormat, compression: Compression) -> str:
         raise ValueError(f"{file_format} exports do not support compression {compression}") from None
 
 
-class PartWriter(ABC):
-    """Appends record batches to one local part file and reports its size so far."""
-
-    def __init__(self, path: Path):
-        self.path = path
-        self.rows = 0
-
-    @abstractmethod
-    def write(self, frame: pl.DataFrame) -> None: ...
-
-    @abstractmethod
-    def close(self) -> None: ...
-
-    @property
-    @abstractmethod
-    def bytes_written(self) -> int: ...
+# Rows per Parquet row group: as many as the previous pyarrow writer put in one (its write batch).
+ROW_GROUP_ROWS = 50_000
+SINK_CODECS = {
+    Compression.NONE: "uncompressed",
+    Compression.GZIP: "gzip",
+    Compression.ZSTD: "zstd",
+    Compression.SNAPPY: "snappy",
+}
 
 
-class ParquetPartWriter(PartWriter):
-    def __init__(self, path: Path, compression: Compression):
-        super().__init__(path)
-        self._compression = "none" if compression is Compression.NONE else compression.value
-        self._writer: pq.ParquetWriter | None = None
-        self._sink: IO[bytes] = path.open("wb")
-
-    def write(self, frame: pl.DataFrame) -> None:
-        table = frame.to_arrow()
-        if self._writer is None:
-            level = GZIP_LEVEL if self._compression == "gzip" else None
-            self._writer = pq.ParquetWriter(
-                self._sink, table.schema, compression=self._compression, compression_level=level
-            )
-        self._writer.write_table(table)
-        self.rows += frame.height
-
-    def close(self) -> None:
-        if self._writer is not None:
-            self._writer.close()
-        self._sink.close()
-
-    @property
-    def bytes_written(self) -> int:
-        return self._sink.tell()
-
-
-class NdjsonGzipPartWriter(PartWriter):
-    def __init__(self, path: Path):
-        super().__init__(path)
-        self._raw: IO[bytes] = path.open("wb")
-        self._gzip = gzip.GzipFile(fileobj=self._raw, mode="wb", mtime=0, compresslevel=GZIP_LEVEL)
-
-    def write(self, frame: pl.DataFrame) -> None:
-        frame.write_ndjson(self._gzip)
-        self.rows += frame.height
-
-    def close(self) -> None:
-        self._gzip.close()
-        self._raw.close()
-
-    @property
-    def bytes_written(self) -> int:
-        return self._raw.tell()
-
-
-def open_part(path: Path, file_format: FileFormat, compression: Compression) -> PartWriter:
+def sink(frame: pl.LazyFrame, path: Path, file_format: FileFormat, compression: Compression) -> None:
+    """Encode a bounded frame into one file with polars' streaming, multi-threaded writers."""
     if file_format is FileFormat.JSON:
-        return NdjsonGzipPartWriter(path)
-    return ParquetPartWriter(path, compression)
+        frame.sink_ndjson(path, compression="gzip", compression_level=GZIP_LEVEL, check_extension=False)
+        return
+    frame.sink_parquet(
+        path,
+        compression=SINK_CODECS[compression],
+        compression_level=GZIP_LEVEL if compression is Compression.GZIP else None,
+        row_group_size=ROW_GROUP_ROWS,
+    )
+
+
+def encode_part(
+    frame: pl.LazyFrame,
+    rows: int,
+    stem: Path,
+    file_format: FileFormat,
+    compression: Compression,
+    max_bytes: int,
+) -> list[tuple[Path, int]]:
+    """Encode one planned part (`rows` rows) into local files of at most `max_bytes` each, with their row counts.
+
+    A part is planned by rows; when its encoding exceeds the byte bound it is encoded again as evenly split
+    slices (rare with AEP's 256 MB default), so both bounds hold for every delivered file."""
+    path = stem.with_name(f"{stem.name}.{extension(file_format, compression)}")
+    sink(frame, path, file_format, compression)
+    size = path.stat().st_size
+    if size <= max_bytes or rows <= 1:
+        return [(path, rows)]
+    path.unlink()
+    slices = min(rows, -(-size // max_bytes) + 1)
+    step = -(-rows // slices)
+    files: list[tuple[Path, int]] = []
+    for index, offset in enumerate(range(0, rows, step)):
+        taken = min(step, rows - offset)
+        files.extend(
+            encode_part(
+                frame.slice(offset, taken),
+                taken,
+                stem.with_name(f"{stem.name}-{index}"),
+                file_format,
+                compression,
+                max_bytes,
+            )
+        )
+    return files
 
 
 def read_part(path: Path, name: str) -> pl.DataFrame:

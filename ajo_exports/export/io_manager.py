@@ -6,6 +6,7 @@ nested resource (S3, Azure Blob, ..., local folder), so adding a destination add
 
 from __future__ import annotations
 
+import json
 from dataclasses import asdict
 from datetime import UTC, datetime
 from pathlib import Path
@@ -17,7 +18,8 @@ from ajo_exports.config import Compression, FileFormat, Schedule, destination_id
 from ajo_exports.destinations.base import DestinationResource, Storage
 from ajo_exports.export.layout import LayoutContext, render_folder
 from ajo_exports.export.window import ExportWindow, window_for
-from ajo_exports.export.writer import ExportResult, ExportSpec, export_frame
+from ajo_exports.export.writer import ExportProgress, ExportResult, ExportSpec, export_frame
+from ajo_exports.lake import Selection
 
 # Keys of the export asset's definition metadata that tell the IO manager how to write it.
 SETTINGS = (
@@ -61,12 +63,12 @@ def output_window(context: OutputContext, schedule: Schedule, created: datetime)
 
 
 class ExportIOManager(ConfigurableIOManager):
-    """Writes an export asset's LazyFrame to its destination in AEP's layout; exports are never loaded back."""
+    """Writes an export asset's rows (a Selection) to its destination in AEP's layout; exports are never loaded back."""
 
     destination: DestinationResource
     scratch_dir: str | None = None
 
-    def handle_output(self, context: OutputContext, obj: pl.LazyFrame) -> None:
+    def handle_output(self, context: OutputContext, obj: Selection | pl.LazyFrame) -> None:
         settings = settings_of(context.definition_metadata)
         schedule = Schedule.model_validate_json(settings["schedule"])
         created = run_created(context)
@@ -102,11 +104,34 @@ class ExportIOManager(ConfigurableIOManager):
                 dedicated_folder="%DATASET_ID%" in template
                 and ("%EXPORT_TIME%" in template or "%DATETIME" in template),
             )
-            result = export_frame(storage, obj, spec, Path(self.scratch_dir) if self.scratch_dir else None)
+            scratch = Path(self.scratch_dir) if self.scratch_dir else None
+            result = export_frame(storage, obj, spec, scratch, ProgressLog(context, settings["dataset_id"]))
             context.add_output_metadata(export_metadata(storage, result, window))
 
     def load_input(self, context: InputContext) -> pl.LazyFrame:
         raise NotImplementedError("exports are delivered to a destination, not loaded back into Dagster")
+
+
+class ProgressLog:
+    """Reports an export's progress as a structured line in the run's log (at most every `every` seconds, and the
+    last part always), which `ajo-exports run` follows and the UI shows in the run's log."""
+
+    PREFIX = "export progress "
+
+    def __init__(self, context: OutputContext, dataset_id: str, every: float = 1.0):
+        self._context, self._dataset_id, self._every = context, dataset_id, every
+        self._last = -every
+
+    def __call__(self, progress: ExportProgress) -> None:
+        if progress.seconds - self._last < self._every and progress.rows < progress.planned_rows:
+            return
+        self._last = progress.seconds
+        line = {"asset": context_asset(self._context), "dataset_id": self._dataset_id, **asdict(progress)}
+        self._context.log.info(self.PREFIX + json.dumps(line))
+
+
+def context_asset(context: OutputContext) -> str:
+    return context.asset_key.to_user_string() if context.has_asset_key else context.step_key
 
 
 def export_metadata(storage: Storage, result: ExportResult, window: ExportWindow) -> dict:

@@ -2,20 +2,30 @@
 
 The order is what makes delivery atomic for a consumer who waits for the manifest:
 1. remove the window's previous manifest (the folder stops looking complete),
-2. stream the rows into bounded part files, publishing each as soon as it is closed,
+2. cut the window's rows into bounded part files and publish each as soon as it is encoded,
 3. remove the previous export's part files that the new set does not contain,
 4. publish the manifest.
 A failure before 4 leaves no manifest and removes what this attempt published; a rerun of the same window
 replaces the folder exactly.
+
+Throughput and memory: the parts are planned before anything is encoded (row counts come from batch metadata,
+or from the event timestamps alone), so each part is an independent, bounded read of a few batch row ranges.
+Parts are encoded by polars' multi-threaded sinks in a small pool while the calling thread hashes and uploads
+the previous ones, with at most `encoders + 1` parts in flight, so memory depends on the part and batch sizes,
+never on the size of the window.
 """
 
 from __future__ import annotations
 
 import logging
+import os
 import shutil
 import tempfile
 import time
 import uuid
+from collections import deque
+from collections.abc import Callable, Sequence
+from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass, field
 from datetime import datetime
 from pathlib import Path
@@ -25,7 +35,7 @@ import polars as pl
 from ajo_exports.config import Compression, FileFormat
 from ajo_exports.destinations.base import Storage, file_sha256, join_key
 from ajo_exports.export.encryption import ENCRYPTED_SUFFIX, Encryptor
-from ajo_exports.export.formats import PartWriter, extension, open_part
+from ajo_exports.export.formats import encode_part, extension
 from ajo_exports.export.manifest import (
     ExportedFile,
     Manifest,
@@ -34,6 +44,7 @@ from ajo_exports.export.manifest import (
     scheduled_time,
     schema_json,
 )
+from ajo_exports.lake import Selection
 
 log = logging.getLogger(__name__)
 
@@ -53,9 +64,24 @@ class ExportSpec:
     max_rows_per_file: int = 1_000_000
     max_bytes_per_file: int = 256 * 1024 * 1024
     write_manifest: bool = True
-    batch_rows: int = 50_000
     dedicated_folder: bool = True  # the folder holds only this dataset's window (template has both macros)
     pgp_public_key: str | None = None  # Base64 armoured key: every data file is encrypted to it and gains .gpg
+    encoders: int | None = None  # parts encoded at once; None: by format (see `default_encoders`)
+
+
+@dataclass
+class ExportProgress:
+    """How far an export is: what has been published so far, out of the rows it planned."""
+
+    rows: int
+    bytes: int
+    parts: int
+    planned_rows: int
+    seconds: float
+
+    @property
+    def rows_per_second(self) -> float:
+        return self.rows / self.seconds if self.seconds > 0 else 0.0
 
 
 @dataclass
@@ -74,18 +100,90 @@ class ExportResult:
         return (self.bytes / 1_000_000) / self.seconds if self.seconds > 0 else 0.0
 
 
-def _batches(frame: pl.LazyFrame, spec: ExportSpec):
-    """Stream record batches, never more than min(batch_rows, max_rows_per_file) rows at a time."""
-    size = max(1, min(spec.batch_rows, spec.max_rows_per_file))
-    for batch in frame.collect_batches(chunk_size=size):
-        if batch.height:
-            yield batch
+@dataclass(frozen=True)
+class RowRange:
+    """Rows [start, start + length) of one piece, before the predicate; `rows` of them pass it."""
+
+    piece: int
+    start: int
+    length: int
+    rows: int
 
 
-def export_frame(storage: Storage, frame: pl.LazyFrame, spec: ExportSpec, scratch: Path | None = None) -> ExportResult:
-    """Write `frame` to `storage` under `spec.folder` as bounded part files plus a manifest."""
+@dataclass(frozen=True)
+class PartPlan:
+    ranges: tuple[RowRange, ...]
+
+    @property
+    def rows(self) -> int:
+        return sum(r.rows for r in self.ranges)
+
+
+def default_encoders(file_format: FileFormat) -> int:
+    """Parquet sinks already use every core for one part (columns are compressed in parallel); NDJSON gzip
+    compresses a part on one thread, so as many parts are encoded at once as there are cores."""
+    return max(1, os.cpu_count() or 1) if file_format is FileFormat.JSON else 1
+
+
+def plan_parts(pieces: Sequence[pl.LazyFrame], predicate: pl.Expr | None, max_rows: int) -> list[PartPlan]:
+    """Cut the pieces' rows (in order, after the predicate) into parts of exactly `max_rows` rows, the last one
+    smaller. Without a predicate the counts come from Parquet metadata; with one, only the predicate's columns
+    are read (one batch at a time) to find where each part's rows start and end."""
+    parts: list[PartPlan] = []
+    current: list[RowRange] = []
+    room = max_rows
+    for index, piece in enumerate(pieces):
+        if predicate is None:
+            positions = None
+            count = int(piece.select(pl.len()).collect().item())
+        else:
+            positions = piece.select(predicate.fill_null(False).alias("keep")).collect().to_series().arg_true()
+            count = positions.len()
+        taken = 0
+        while taken < count:
+            take = min(room, count - taken)
+            if positions is None:
+                start, end = taken, taken + take
+            else:
+                start, end = int(positions[taken]), int(positions[taken + take - 1]) + 1
+            current.append(RowRange(index, start, end - start, take))
+            taken += take
+            room -= take
+            if room == 0:
+                parts.append(PartPlan(tuple(current)))
+                current, room = [], max_rows
+    if current:
+        parts.append(PartPlan(tuple(current)))
+    return parts
+
+
+def part_frame(pieces: Sequence[pl.LazyFrame], predicate: pl.Expr | None, plan: PartPlan) -> pl.LazyFrame:
+    frames = []
+    for item in plan.ranges:
+        frame = pieces[item.piece].slice(item.start, item.length)
+        frames.append(frame if predicate is None else frame.filter(predicate))
+    return frames[0] if len(frames) == 1 else pl.concat(frames, how="vertical")
+
+
+def _pieces(rows: Selection | pl.LazyFrame) -> tuple[list[pl.LazyFrame], pl.Expr | None, pl.Schema]:
+    if isinstance(rows, Selection):
+        return rows.pieces(), rows.predicate, rows.dataset.schema
+    return [rows], None, rows.collect_schema()
+
+
+def export_frame(
+    storage: Storage,
+    rows: Selection | pl.LazyFrame,
+    spec: ExportSpec,
+    scratch: Path | None = None,
+    progress: Callable[[ExportProgress], None] | None = None,
+) -> ExportResult:
+    """Write the window's rows to `storage` under `spec.folder` as bounded part files plus a manifest."""
     started = time.perf_counter()
     result = ExportResult(folder=spec.folder)
+    pieces, predicate, schema = _pieces(rows)
+    plans = plan_parts(pieces, predicate, max(1, spec.max_rows_per_file))
+    planned_rows = sum(p.rows for p in plans)
     old_manifests, previous = _previous_export(storage, spec)
     for key in old_manifests:
         storage.delete(key)
@@ -95,22 +193,44 @@ def export_frame(storage: Storage, frame: pl.LazyFrame, spec: ExportSpec, scratc
         scratch.mkdir(parents=True, exist_ok=True)
     workdir = Path(tempfile.mkdtemp(prefix="ajo-export-", dir=scratch))
     encryptor = Encryptor(spec.pgp_public_key) if spec.pgp_public_key else None
+    encoders = spec.encoders or default_encoders(spec.file_format)
+
+    def encode(number: int, plan: PartPlan) -> list[tuple[Path, int]]:
+        frame = part_frame(pieces, predicate, plan)
+        return encode_part(
+            frame,
+            plan.rows,
+            workdir / f"encode-{number:05d}",
+            spec.file_format,
+            spec.compression,
+            spec.max_bytes_per_file,
+        )
+
+    pool = ThreadPoolExecutor(max_workers=encoders, thread_name_prefix="ajo-encode")
+    in_flight: deque[Future[list[tuple[Path, int]]]] = deque()
     try:
-        writer = None
-        for batch in _batches(frame, spec):
-            offset = 0
-            while offset < batch.height:
-                if writer is None:
-                    name = f"part-{len(result.files):05d}-{job}-c000.{ext}"
-                    writer = open_part(workdir / name, spec.file_format, spec.compression)
-                take = min(batch.height - offset, spec.max_rows_per_file - writer.rows)
-                writer.write(batch.slice(offset, take))
-                offset += take
-                if writer.rows >= spec.max_rows_per_file or writer.bytes_written >= spec.max_bytes_per_file:
-                    _publish(storage, writer, spec, result, encryptor)
-                    writer = None
-        if writer is not None:
-            _publish(storage, writer, spec, result, encryptor)
+        upcoming = iter(enumerate(plans))
+        for number, plan in upcoming:
+            in_flight.append(pool.submit(encode, number, plan))
+            if len(in_flight) > encoders:
+                break
+        while in_flight:
+            for path, part_rows in in_flight.popleft().result():
+                name = f"part-{len(result.files):05d}-{job}-c000.{ext}"
+                _publish(storage, path, name, part_rows, spec, result, encryptor)
+                if progress is not None:
+                    progress(
+                        ExportProgress(
+                            result.rows,
+                            result.bytes,
+                            len(result.files),
+                            planned_rows,
+                            time.perf_counter() - started,
+                        )
+                    )
+            following = next(upcoming, None)
+            if following is not None:
+                in_flight.append(pool.submit(encode, *following))
         keep = set(result.keys)
         for key in previous:
             if key not in keep:
@@ -127,15 +247,19 @@ def export_frame(storage: Storage, frame: pl.LazyFrame, spec: ExportSpec, scratc
                 totalRows=result.rows,
                 format=spec.file_format.value,
                 compression=spec.compression.value,
-                schema=schema_json(frame.collect_schema()),
+                schema=schema_json(schema),
             )
             key = join_key(spec.folder, manifest_name(spec.destination_id, spec.run_id))
             storage.put_bytes(key, manifest.to_json(), workdir / ".manifest")
             result.manifest_key = key
     except BaseException:
+        for future in in_flight:
+            future.cancel()
+        pool.shutdown(wait=True, cancel_futures=True)
         _withdraw(storage, result.keys)
         raise
     finally:
+        pool.shutdown(wait=True, cancel_futures=True)
         if encryptor is not None:
             encryptor.close()
         shutil.rmtree(workdir, ignore_errors=True)
@@ -164,30 +288,34 @@ def _previous_export(storage: Storage, spec: ExportSpec) -> tuple[list[str], lis
 
 
 def _publish(
-    storage: Storage, writer: PartWriter, spec: ExportSpec, result: ExportResult, encryptor: Encryptor | None
+    storage: Storage,
+    path: Path,
+    name: str,
+    rows: int,
+    spec: ExportSpec,
+    result: ExportResult,
+    encryptor: Encryptor | None,
 ) -> None:
-    writer.close()
-    path: Path = writer.path
     if encryptor is not None:
         encrypted = path.with_name(path.name + ENCRYPTED_SUFFIX)
         encryptor.encrypt(path, encrypted)
         path.unlink()
-        path = encrypted
-    key = join_key(spec.folder, path.name)
+        path, name = encrypted, name + ENCRYPTED_SUFFIX
+    key = join_key(spec.folder, name)
     sha256 = file_sha256(path)
     stored = storage.publish(path, key)
     result.keys.append(key)
     result.files.append(
         ExportedFile(
             sinkPath=storage.sink_path(spec.folder),
-            name=path.name,
+            name=name,
             size=stored.size,
-            rows=writer.rows,
+            rows=rows,
             sha256=sha256,
             nativeChecksum=stored.native_checksum,
         )
     )
-    result.rows += writer.rows
+    result.rows += rows
     result.bytes += stored.size
     path.unlink()
 

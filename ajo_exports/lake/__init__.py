@@ -2,6 +2,15 @@
 
 from ajo_exports.lake.generator import generate_batch, seed_lake
 from ajo_exports.lake.local import LocalLake, make_batch_id
-from ajo_exports.lake.source import Batch, DatasetSource, LakeError
+from ajo_exports.lake.source import Batch, DatasetSource, LakeError, Selection
 
-__all__ = ["Batch", "DatasetSource", "LakeError", "LocalLake", "generate_batch", "make_batch_id", "seed_lake"]
+__all__ = [
+    "Batch",
+    "DatasetSource",
+    "LakeError",
+    "LocalLake",
+    "generate_batch",
+    "make_batch_id",
+    "seed_lake",
+    "Selection",
+]

@@ -16,7 +16,7 @@ import polars as pl
 
 from ajo_exports.catalog import Dataset
 
-__all__ = ["Batch", "DatasetSource", "LakeError"]
+__all__ = ["Batch", "DatasetSource", "LakeError", "Selection"]
 
 
 @dataclass(frozen=True)
@@ -50,3 +50,29 @@ class DatasetSource(Protocol):
     def scan(self, dataset: Dataset, batches: Sequence[Batch]) -> pl.LazyFrame:
         """Lazily scan only ``batches``; rows conform to ``dataset.schema`` (empty frame for zero batches)."""
         ...
+
+
+@dataclass(frozen=True)
+class Selection:
+    """The rows of one export window: some batches of a dataset, and for event datasets only rows since a time.
+
+    The writer reads it one batch (and row range) at a time, never as one scan over the window, so it can cut
+    bounded part files, encode several at once and keep memory independent of the window's size."""
+
+    source: DatasetSource
+    dataset: Dataset
+    batches: tuple[Batch, ...]
+    events_since: datetime | None = None
+
+    @property
+    def predicate(self) -> pl.Expr | None:
+        return pl.col("timestamp") >= self.events_since if self.events_since is not None else None
+
+    def pieces(self) -> list[pl.LazyFrame]:
+        """One lazy scan per batch, in ingestion order, before the predicate."""
+        return [self.source.scan(self.dataset, [batch]) for batch in self.batches]
+
+    def frame(self) -> pl.LazyFrame:
+        """The whole window as one lazy frame (for reading it back; exports use `pieces`)."""
+        frame = self.source.scan(self.dataset, self.batches)
+        return frame if self.predicate is None else frame.filter(self.predicate)
