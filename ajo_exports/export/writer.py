@@ -24,13 +24,14 @@ import tempfile
 import time
 import uuid
 from collections import deque
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass, field
 from datetime import datetime
 from pathlib import Path
 
 import polars as pl
+from polars.io.plugins import register_io_source
 
 from ajo_exports.config import Compression, FileFormat
 from ajo_exports.destinations.base import Storage, file_sha256, join_key
@@ -47,6 +48,7 @@ from ajo_exports.export.manifest import (
 from ajo_exports.lake import Selection
 
 log = logging.getLogger(__name__)
+CHUNK_ROWS = 10_000  # rows per chunk an encoder pulls: a few of them are all it holds
 
 
 @dataclass(frozen=True)
@@ -157,18 +159,47 @@ def plan_parts(pieces: Sequence[pl.LazyFrame], predicate: pl.Expr | None, max_ro
     return parts
 
 
-def part_frame(pieces: Sequence[pl.LazyFrame], predicate: pl.Expr | None, plan: PartPlan) -> pl.LazyFrame:
-    frames = []
-    for item in plan.ranges:
-        frame = pieces[item.piece].slice(item.start, item.length)
-        frames.append(frame if predicate is None else frame.filter(predicate))
-    return frames[0] if len(frames) == 1 else pl.concat(frames, how="vertical")
+class FrameRows:
+    """A plain lazy frame as the writer's input (tests, ad-hoc exports): one piece, read by polars' engine."""
+
+    def __init__(self, frame: pl.LazyFrame):
+        self.frame = frame
+        self.predicate = None
+        self.schema = frame.collect_schema()
+
+    def pieces(self) -> list[pl.LazyFrame]:
+        return [self.frame]
+
+    def read(self, piece: int, start: int, length: int) -> Iterator[pl.DataFrame]:
+        yield from self.frame.slice(start, length).collect_batches(chunk_size=CHUNK_ROWS)
 
 
-def _pieces(rows: Selection | pl.LazyFrame) -> tuple[list[pl.LazyFrame], pl.Expr | None, pl.Schema]:
-    if isinstance(rows, Selection):
-        return rows.pieces(), rows.predicate, rows.dataset.schema
-    return [rows], None, rows.collect_schema()
+def part_frame(rows: Selection | FrameRows, plan: PartPlan) -> pl.LazyFrame:
+    """The part's rows as a lazy frame whose source is a Python generator over bounded chunks: polars pulls a
+    chunk only when its sink has room, so the encoder holds a few chunks, not the part."""
+    predicate = rows.predicate
+
+    def generate(
+        with_columns: list[str] | None, pushed: pl.Expr | None, n_rows: int | None, batch_size: int | None
+    ) -> Iterator[pl.DataFrame]:
+        left = n_rows
+        for item in plan.ranges:
+            for chunk in rows.read(item.piece, item.start, item.length):
+                if predicate is not None:
+                    chunk = chunk.filter(predicate)
+                if pushed is not None:
+                    chunk = chunk.filter(pushed)
+                if with_columns is not None:
+                    chunk = chunk.select(with_columns)
+                if left is not None:
+                    chunk = chunk.head(left)
+                    left -= chunk.height
+                if chunk.height:
+                    yield chunk
+                if left == 0:
+                    return
+
+    return register_io_source(generate, schema=rows.schema)
 
 
 def export_frame(
@@ -181,8 +212,8 @@ def export_frame(
     """Write the window's rows to `storage` under `spec.folder` as bounded part files plus a manifest."""
     started = time.perf_counter()
     result = ExportResult(folder=spec.folder)
-    pieces, predicate, schema = _pieces(rows)
-    plans = plan_parts(pieces, predicate, max(1, spec.max_rows_per_file))
+    source = rows if isinstance(rows, Selection) else FrameRows(rows)
+    plans = plan_parts(source.pieces(), source.predicate, max(1, spec.max_rows_per_file))
     planned_rows = sum(p.rows for p in plans)
     old_manifests, previous = _previous_export(storage, spec)
     for key in old_manifests:
@@ -196,9 +227,8 @@ def export_frame(
     encoders = spec.encoders or default_encoders(spec.file_format)
 
     def encode(number: int, plan: PartPlan) -> list[tuple[Path, int]]:
-        frame = part_frame(pieces, predicate, plan)
         return encode_part(
-            frame,
+            part_frame(source, plan),
             plan.rows,
             workdir / f"encode-{number:05d}",
             spec.file_format,
@@ -247,7 +277,7 @@ def export_frame(
                 totalRows=result.rows,
                 format=spec.file_format.value,
                 compression=spec.compression.value,
-                schema=schema_json(schema),
+                schema=schema_json(source.schema),
             )
             key = join_key(spec.folder, manifest_name(spec.destination_id, spec.run_id))
             storage.put_bytes(key, manifest.to_json(), workdir / ".manifest")

@@ -16,12 +16,13 @@ import os
 import re
 import secrets
 import shutil
-from collections.abc import Sequence
+from collections.abc import Iterator, Sequence
 from datetime import UTC, datetime
 from pathlib import Path
-from typing import Any
+from typing import Any, cast
 
 import polars as pl
+import pyarrow.parquet as pq
 
 from ajo_exports.catalog import DATASETS, Dataset
 from ajo_exports.lake.source import Batch, LakeError
@@ -194,6 +195,32 @@ class LocalLake:
             b for b in batches if (lower is None or b.ingested_at >= lower) and (upper is None or b.ingested_at < upper)
         ]
         return sorted(selected, key=lambda b: (b.ingested_at, b.batch_id))
+
+    def read(
+        self, dataset: Dataset, batch: Batch, start: int = 0, length: int | None = None, chunk_rows: int = 10_000
+    ) -> Iterator[pl.DataFrame]:
+        """Only the row groups that hold the range are decoded, ``chunk_rows`` at a time (pyarrow's reader, which
+        decodes a row group incrementally; memory stays a few chunks whatever the batch's size)."""
+        reader = pq.ParquetFile(batch.path, pre_buffer=False, buffer_size=1 << 20)
+        metadata = reader.metadata
+        end = metadata.num_rows if length is None else min(metadata.num_rows, start + length)
+        groups, offset, position = [], 0, None
+        for index in range(metadata.num_row_groups):
+            rows = metadata.row_group(index).num_rows
+            if offset + rows > start and offset < end:
+                position = offset if position is None else position
+                groups.append(index)
+            offset += rows
+        if position is None:
+            return
+        schema = dict(dataset.schema)
+        for chunk in reader.iter_batches(batch_size=chunk_rows, row_groups=groups, columns=list(schema)):
+            low, high = max(start - position, 0), min(end - position, chunk.num_rows)
+            position += chunk.num_rows
+            if high > low:
+                yield cast(pl.DataFrame, pl.from_arrow(chunk.slice(low, high - low))).cast(schema)
+            if position >= end:
+                return
 
     def scan(self, dataset: Dataset, batches: Sequence[Batch]) -> pl.LazyFrame:
         """Lazy scan of exactly ``batches``; each file's footer is checked first so corruption fails here, clearly."""

@@ -7,7 +7,7 @@ Parquet lake without touching the export code.
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Iterator, Sequence
 from dataclasses import dataclass
 from datetime import datetime
 from typing import Protocol, runtime_checkable
@@ -51,6 +51,13 @@ class DatasetSource(Protocol):
         """Lazily scan only ``batches``; rows conform to ``dataset.schema`` (empty frame for zero batches)."""
         ...
 
+    def read(
+        self, dataset: Dataset, batch: Batch, start: int = 0, length: int | None = None, chunk_rows: int = 10_000
+    ) -> Iterator[pl.DataFrame]:
+        """Rows [start, start + length) of one batch, in order, as frames of at most ``chunk_rows`` rows: the
+        bounded read that exports use (a lazy scan's streaming engine reads ahead and grows with the batch)."""
+        ...
+
 
 @dataclass(frozen=True)
 class Selection:
@@ -65,12 +72,20 @@ class Selection:
     events_since: datetime | None = None
 
     @property
+    def schema(self) -> pl.Schema:
+        return self.dataset.schema
+
+    @property
     def predicate(self) -> pl.Expr | None:
         return pl.col("timestamp") >= self.events_since if self.events_since is not None else None
 
     def pieces(self) -> list[pl.LazyFrame]:
         """One lazy scan per batch, in ingestion order, before the predicate."""
         return [self.source.scan(self.dataset, [batch]) for batch in self.batches]
+
+    def read(self, piece: int, start: int, length: int) -> Iterator[pl.DataFrame]:
+        """Rows [start, start + length) of the piece-th batch, before the predicate, in bounded chunks."""
+        return self.source.read(self.dataset, self.batches[piece], start, length)
 
     def frame(self) -> pl.LazyFrame:
         """The whole window as one lazy frame (for reading it back; exports use `pieces`)."""
