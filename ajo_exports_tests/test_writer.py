@@ -134,6 +134,29 @@ def test_a_part_over_the_byte_bound_is_split_into_files_under_it(tmp_path: Path,
         assert sum(1 for _ in stream) == result.files[0].rows
 
 
+def test_pyarrow_parts_close_at_the_byte_bound(
+    tmp_path: Path, big_lake: LocalLake, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """pyarrow writes snappy parts one row group at a time and closes a file once it reaches the bound."""
+    import pyarrow.parquet as pq
+
+    from ajo_exports.export import formats
+
+    monkeypatch.setattr(formats, "ARROW_ROW_GROUP_ROWS", 500)
+    result = export_frame(
+        LocalStorage("local", tmp_path),
+        selection(big_lake),
+        spec(compression=Compression.SNAPPY, max_rows_per_file=2_000, max_bytes_per_file=1),
+    )
+    assert len(result.files) > 3, "each 500-row row group reaches the 1-byte bound and closes its file"
+    assert [int(key.rsplit("/", 1)[1].split("-")[1]) for key in result.keys] == list(range(len(result.keys)))
+    for item, key in zip(result.files, result.keys, strict=True):
+        metadata = pq.ParquetFile(tmp_path / key).metadata
+        assert metadata.num_row_groups == 1 and metadata.num_rows == item.rows
+        assert metadata.row_group(0).column(0).compression == "SNAPPY"
+    assert delivered(tmp_path, result.keys).equals(expected_rows(big_lake))
+
+
 class FailingStorage(LocalStorage):
     """A real folder that refuses the third data file: a failure while later parts are still being encoded."""
 

@@ -31,7 +31,6 @@ from datetime import datetime
 from pathlib import Path
 
 import polars as pl
-from polars.io.plugins import register_io_source
 
 from ajo_exports.config import Compression, FileFormat
 from ajo_exports.destinations.base import Storage, file_sha256, join_key
@@ -121,10 +120,12 @@ class PartPlan:
         return sum(r.rows for r in self.ranges)
 
 
-def default_encoders(file_format: FileFormat) -> int:
-    """Parquet sinks already use every core for one part (columns are compressed in parallel); NDJSON gzip
-    compresses a part on one thread, so as many parts are encoded at once as there are cores."""
-    return max(1, os.cpu_count() or 1) if file_format is FileFormat.JSON else 1
+def default_encoders(file_format: FileFormat, compression: Compression) -> int:
+    """polars' Parquet sink already uses every core for one part (it compresses columns in parallel); its NDJSON
+    sink compresses on one thread and pyarrow's writer is single-threaded, so those encode a part per core."""
+    if file_format is FileFormat.PARQUET and compression is Compression.GZIP:
+        return 1
+    return max(1, os.cpu_count() or 1)
 
 
 def plan_parts(pieces: Sequence[pl.LazyFrame], predicate: pl.Expr | None, max_rows: int) -> list[PartPlan]:
@@ -174,32 +175,13 @@ class FrameRows:
         yield from self.frame.slice(start, length).collect_batches(chunk_size=CHUNK_ROWS)
 
 
-def part_frame(rows: Selection | FrameRows, plan: PartPlan) -> pl.LazyFrame:
-    """The part's rows as a lazy frame whose source is a Python generator over bounded chunks: polars pulls a
-    chunk only when its sink has room, so the encoder holds a few chunks, not the part."""
-    predicate = rows.predicate
-
-    def generate(
-        with_columns: list[str] | None, pushed: pl.Expr | None, n_rows: int | None, batch_size: int | None
-    ) -> Iterator[pl.DataFrame]:
-        left = n_rows
-        for item in plan.ranges:
-            for chunk in rows.read(item.piece, item.start, item.length):
-                if predicate is not None:
-                    chunk = chunk.filter(predicate)
-                if pushed is not None:
-                    chunk = chunk.filter(pushed)
-                if with_columns is not None:
-                    chunk = chunk.select(with_columns)
-                if left is not None:
-                    chunk = chunk.head(left)
-                    left -= chunk.height
-                if chunk.height:
-                    yield chunk
-                if left == 0:
-                    return
-
-    return register_io_source(generate, schema=rows.schema)
+def part_chunks(rows: Selection | FrameRows, plan: PartPlan) -> Iterator[pl.DataFrame]:
+    """The part's rows in order, in bounded chunks (the predicate applied)."""
+    for item in plan.ranges:
+        for chunk in rows.read(item.piece, item.start, item.length):
+            chunk = chunk if rows.predicate is None else chunk.filter(rows.predicate)
+            if chunk.height:
+                yield chunk
 
 
 def export_frame(
@@ -224,11 +206,12 @@ def export_frame(
         scratch.mkdir(parents=True, exist_ok=True)
     workdir = Path(tempfile.mkdtemp(prefix="ajo-export-", dir=scratch))
     encryptor = Encryptor(spec.pgp_public_key) if spec.pgp_public_key else None
-    encoders = spec.encoders or default_encoders(spec.file_format)
+    encoders = spec.encoders or default_encoders(spec.file_format, spec.compression)
 
     def encode(number: int, plan: PartPlan) -> list[tuple[Path, int]]:
         return encode_part(
-            part_frame(source, plan),
+            lambda: part_chunks(source, plan),
+            source.schema,
             plan.rows,
             workdir / f"encode-{number:05d}",
             spec.file_format,
