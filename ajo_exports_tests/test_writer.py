@@ -65,13 +65,14 @@ def delivered(root: Path, keys: list[str]) -> pl.DataFrame:
 
 def test_plan_cuts_exact_parts_across_batches_after_the_predicate(big_lake: LocalLake) -> None:
     rows = selection(big_lake)
-    plans = plan_parts(rows.pieces(), rows.predicate, 450)
+    plans = plan_parts(rows.pieces(), rows.predicate, 450, member_rows=100)
     expected = expected_rows(big_lake).height
     assert 0 < expected < 3_000, "the predicate must drop the events older than 365 days"
     assert [p.rows for p in plans] == [450] * (expected // 450) + ([expected % 450] if expected % 450 else [])
-    assert any(len(p.ranges) > 1 for p in plans), "some part must span two batches"
+    assert all(sum(r.rows for r in m) == 100 for p in plans[:-1] for m in p.members[:-1])
+    assert any(len(m) > 1 for p in plans for m in p.members), "some member must span two batches"
     for plan in plans:
-        for item in plan.ranges:
+        for item in (r for member in plan.members for r in member):
             piece = rows.pieces()[item.piece].slice(item.start, item.length)
             assert piece.filter(rows.predicate).select(pl.len()).collect().item() == item.rows
 
@@ -134,27 +135,39 @@ def test_a_part_over_the_byte_bound_is_split_into_files_under_it(tmp_path: Path,
         assert sum(1 for _ in stream) == result.files[0].rows
 
 
-def test_pyarrow_parts_close_at_the_byte_bound(
-    tmp_path: Path, big_lake: LocalLake, monkeypatch: pytest.MonkeyPatch
+@pytest.mark.parametrize("max_bytes", [256 * 1024 * 1024, 40_000])
+def test_ndjson_parts_are_gzip_members_encoded_in_parallel(
+    tmp_path: Path, big_lake: LocalLake, monkeypatch: pytest.MonkeyPatch, max_bytes: int
 ) -> None:
-    """pyarrow writes snappy parts one row group at a time and closes a file once it reaches the bound."""
-    import pyarrow.parquet as pq
+    """An NDJSON part is cut into gzip members (encoded at once, concatenated in order): one valid gzip file that
+    Python's gzip, zcat and polars read whole. Under a byte bound a file closes at a member boundary."""
+    import zlib
 
-    from ajo_exports.export import formats
+    from ajo_exports.export import writer
 
-    monkeypatch.setattr(formats, "ARROW_ROW_GROUP_ROWS", 500)
+    monkeypatch.setattr(writer, "MEMBER_ROWS", 150)
     result = export_frame(
         LocalStorage("local", tmp_path),
         selection(big_lake),
-        spec(compression=Compression.SNAPPY, max_rows_per_file=2_000, max_bytes_per_file=1),
+        spec(file_format=FileFormat.JSON, max_rows_per_file=1_000, max_bytes_per_file=max_bytes, encoders=3),
     )
-    assert len(result.files) > 3, "each 500-row row group reaches the 1-byte bound and closes its file"
-    assert [int(key.rsplit("/", 1)[1].split("-")[1]) for key in result.keys] == list(range(len(result.keys)))
+    expected = expected_rows(big_lake)
+    assert delivered(tmp_path, result.keys)["_id"].to_list() == expected["_id"].to_list()
     for item, key in zip(result.files, result.keys, strict=True):
-        metadata = pq.ParquetFile(tmp_path / key).metadata
-        assert metadata.num_row_groups == 1 and metadata.num_rows == item.rows
-        assert metadata.row_group(0).column(0).compression == "SNAPPY"
-    assert delivered(tmp_path, result.keys).equals(expected_rows(big_lake))
+        data = (tmp_path / key).read_bytes()
+        assert len(data) == item.size <= max_bytes
+        members, rest = 0, data
+        while rest:
+            inflater = zlib.decompressobj(wbits=31)
+            inflater.decompress(rest)
+            rest, members = inflater.unused_data, members + 1
+        assert members == -(-item.rows // 150) or max_bytes < 1_000_000
+        assert pl.read_ndjson(tmp_path / key).height == item.rows
+    rows = [f.rows for f in result.files]
+    if max_bytes > 1_000_000:
+        assert rows == [1_000] * (expected.height // 1_000) + [expected.height % 1_000]
+    else:
+        assert len(rows) > -(-expected.height // 1_000), "files closed at member boundaries under the byte bound"
 
 
 class FailingStorage(LocalStorage):

@@ -1,8 +1,10 @@
 """File formats and the bounded part-file writer.
 
-A part file is encoded from a stream of bounded chunks (a few batch row ranges): by polars' streaming sinks, which
-compress columns on every core (gzip, NDJSON), or by pyarrow's writer (snappy, zstd, none). An encoder never holds
-more than a row group of it in memory, however large the dataset is.
+A part file is encoded from a stream of bounded chunks (a few batch row ranges) by polars' streaming sinks, which
+compress Parquet columns on every core. An encoder never holds more than a few chunks and a row group in memory,
+however large the dataset is. (pyarrow's writer was measured too: it dictionary-encodes nested strings, so its
+snappy files are ~35% smaller, but it is single-threaded per file, 1.4x the CPU for gzip, and two at once exceed
+the memory bound.)
 """
 
 from __future__ import annotations
@@ -10,10 +12,8 @@ from __future__ import annotations
 import gzip
 from collections.abc import Callable, Iterator
 from pathlib import Path
-from typing import IO
 
 import polars as pl
-import pyarrow.parquet as pq
 from polars.io.plugins import register_io_source
 
 from ajo_exports.config import Compression, FileFormat
@@ -38,19 +38,13 @@ def extension(file_format: FileFormat, compression: Compression) -> str:
 
 # Rows per Parquet row group: what an encoder buffers before it compresses; 20k rows keep polars' sink near 500 MB.
 ROW_GROUP_ROWS = 20_000
-# pyarrow's writer holds one row group of its own; 50k rows give its dictionaries room at ~40 MB per encoder.
-ARROW_ROW_GROUP_ROWS = 50_000
-ARROW_CODECS = {Compression.NONE: "none", Compression.ZSTD: "zstd", Compression.SNAPPY: "snappy"}
+SINK_CODECS = {
+    Compression.NONE: "uncompressed",
+    Compression.GZIP: "gzip",
+    Compression.ZSTD: "zstd",
+    Compression.SNAPPY: "snappy",
+}
 Chunks = Callable[[], Iterator[pl.DataFrame]]
-
-
-def uses_polars_sink(file_format: FileFormat, compression: Compression) -> bool:
-    """Which encoder is fastest for a bounded part, measured on XDM-shaped rows (bench/RESULTS.md).
-
-    gzip is CPU-bound: polars' deflate on every core is ~1.5x cheaper than pyarrow's and wins despite files ~7%
-    larger; NDJSON only polars writes. For the fast codecs the read dominates, and pyarrow dictionary-encodes
-    nested strings, which polars does not (snappy files ~35% smaller), so pyarrow writes those."""
-    return file_format is FileFormat.JSON or compression is Compression.GZIP
 
 
 def as_lazy(chunks: Chunks, schema: pl.Schema) -> pl.LazyFrame:
@@ -81,7 +75,12 @@ def _sink(frame: pl.LazyFrame, path: Path, file_format: FileFormat, compression:
     if file_format is FileFormat.JSON:
         frame.sink_ndjson(path, compression="gzip", compression_level=GZIP_LEVEL, check_extension=False)
         return
-    frame.sink_parquet(path, compression="gzip", compression_level=GZIP_LEVEL, row_group_size=ROW_GROUP_ROWS)
+    frame.sink_parquet(
+        path,
+        compression=SINK_CODECS[compression],
+        compression_level=GZIP_LEVEL if compression is Compression.GZIP else None,
+        row_group_size=ROW_GROUP_ROWS,
+    )
 
 
 def _sink_part(
@@ -105,45 +104,6 @@ def _sink_part(
     return files
 
 
-def _arrow_part(chunks: Chunks, stem: Path, compression: Compression, max_bytes: int) -> list[tuple[Path, int]]:
-    """Row groups of ARROW_ROW_GROUP_ROWS rows; a file is closed as soon as it reaches the byte bound."""
-    files: list[tuple[Path, int]] = []
-    writer: pq.ParquetWriter | None = None
-    sink: IO[bytes] | None = None
-    rows = 0
-
-    def close() -> None:
-        nonlocal writer, sink, rows
-        if writer is not None and sink is not None:
-            writer.close()
-            sink.close()
-            files.append((Path(sink.name), rows))
-        writer, sink, rows = None, None, 0
-
-    def write(pending: list[pl.DataFrame]) -> None:
-        nonlocal writer, sink, rows
-        table = pl.concat(pending).to_arrow()
-        if writer is None:
-            name = f"{stem.name}-{len(files)}.{extension(FileFormat.PARQUET, compression)}"
-            sink = stem.with_name(name).open("wb")
-            writer = pq.ParquetWriter(sink, table.schema, compression=ARROW_CODECS[compression])
-        writer.write_table(table, row_group_size=table.num_rows)
-        rows += table.num_rows
-        if sink is not None and sink.tell() >= max_bytes:
-            close()
-
-    pending: list[pl.DataFrame] = []
-    for chunk in chunks():
-        pending.append(chunk)
-        if sum(c.height for c in pending) >= ARROW_ROW_GROUP_ROWS:
-            write(pending)
-            pending = []
-    if pending:
-        write(pending)
-    close()
-    return files
-
-
 def encode_part(
     chunks: Chunks,
     schema: pl.Schema,
@@ -153,11 +113,9 @@ def encode_part(
     compression: Compression,
     max_bytes: int,
 ) -> list[tuple[Path, int]]:
-    """Encode one planned part (`rows` rows, read by `chunks`, which can be called again) into local files of at
-    most `max_bytes` each (a file of one row group may exceed it), with their row counts."""
-    if uses_polars_sink(file_format, compression):
-        return _sink_part(as_lazy(chunks, schema), rows, stem, file_format, compression, max_bytes)
-    return _arrow_part(chunks, stem, compression, max_bytes)
+    """Encode one planned part or member (`rows` rows, read by `chunks`, which can be called again) into local
+    files of at most `max_bytes` each, with their row counts."""
+    return _sink_part(as_lazy(chunks, schema), rows, stem, file_format, compression, max_bytes)
 
 
 def read_part(path: Path, name: str) -> pl.DataFrame:

@@ -48,6 +48,7 @@ from ajo_exports.lake import Selection
 
 log = logging.getLogger(__name__)
 CHUNK_ROWS = 10_000  # rows per chunk an encoder pulls: a few of them are all it holds
+MEMBER_ROWS = 50_000  # rows per NDJSON gzip member: ~10 MB compressed, ~100 MB to encode
 
 
 @dataclass(frozen=True)
@@ -113,6 +114,23 @@ class RowRange:
 
 @dataclass(frozen=True)
 class PartPlan:
+    """One part file's rows, as members: slices encoded independently (in parallel) and concatenated in order.
+    A Parquet part is one member; an NDJSON gzip part is several gzip members, as pigz writes them."""
+
+    members: tuple[tuple[RowRange, ...], ...]
+
+    @property
+    def rows(self) -> int:
+        return sum(r.rows for member in self.members for r in member)
+
+
+@dataclass(frozen=True)
+class Member:
+    """A unit of encoding work: member `index` of part `part`, and whether it closes the part."""
+
+    part: int
+    index: int
+    last: bool
     ranges: tuple[RowRange, ...]
 
     @property
@@ -120,21 +138,31 @@ class PartPlan:
         return sum(r.rows for r in self.ranges)
 
 
-def default_encoders(file_format: FileFormat, compression: Compression) -> int:
-    """polars' Parquet sink already uses every core for one part (it compresses columns in parallel); its NDJSON
-    sink compresses on one thread and pyarrow's writer is single-threaded, so those encode a part per core."""
-    if file_format is FileFormat.PARQUET and compression is Compression.GZIP:
-        return 1
-    return max(1, os.cpu_count() or 1)
+def default_encoders(file_format: FileFormat) -> int:
+    """polars' Parquet sink already spreads one part over every core (it compresses columns in parallel), so a
+    second part at once would only add memory; NDJSON gzip members compress on one thread each, one per core."""
+    return max(1, os.cpu_count() or 1) if file_format is FileFormat.JSON else 1
 
 
-def plan_parts(pieces: Sequence[pl.LazyFrame], predicate: pl.Expr | None, max_rows: int) -> list[PartPlan]:
+def member_rows(file_format: FileFormat, max_rows: int) -> int:
+    """NDJSON gzip is compressed on one thread per sink, so a part is cut into gzip members of MEMBER_ROWS rows
+    that encode in parallel (concatenated gzip members are one valid gzip file, RFC 1952 section 2.2); a
+    Parquet part is one member (its row groups need one footer)."""
+    return min(max_rows, MEMBER_ROWS) if file_format is FileFormat.JSON else max_rows
+
+
+def plan_parts(
+    pieces: Sequence[pl.LazyFrame], predicate: pl.Expr | None, max_rows: int, member_rows: int | None = None
+) -> list[PartPlan]:
     """Cut the pieces' rows (in order, after the predicate) into parts of exactly `max_rows` rows, the last one
-    smaller. Without a predicate the counts come from Parquet metadata; with one, only the predicate's columns
-    are read (one batch at a time) to find where each part's rows start and end."""
+    smaller, and each part into members of at most `member_rows`. Without a predicate the counts come from
+    Parquet metadata; with one, only the predicate's columns are read (one batch at a time) to find where each
+    part's rows start and end."""
+    member_rows = min(member_rows or max_rows, max_rows)
     parts: list[PartPlan] = []
+    members: list[tuple[RowRange, ...]] = []
     current: list[RowRange] = []
-    room = max_rows
+    part_room, member_room = max_rows, member_rows
     for index, piece in enumerate(pieces):
         if predicate is None:
             positions = None
@@ -144,20 +172,32 @@ def plan_parts(pieces: Sequence[pl.LazyFrame], predicate: pl.Expr | None, max_ro
             count = positions.len()
         taken = 0
         while taken < count:
-            take = min(room, count - taken)
+            take = min(part_room, member_room, count - taken)
             if positions is None:
                 start, end = taken, taken + take
             else:
                 start, end = int(positions[taken]), int(positions[taken + take - 1]) + 1
             current.append(RowRange(index, start, end - start, take))
             taken += take
-            room -= take
-            if room == 0:
-                parts.append(PartPlan(tuple(current)))
-                current, room = [], max_rows
+            part_room -= take
+            member_room -= take
+            if member_room == 0 or part_room == 0:
+                members.append(tuple(current))
+                current, member_room = [], member_rows
+            if part_room == 0:
+                parts.append(PartPlan(tuple(members)))
+                members, part_room = [], max_rows
     if current:
-        parts.append(PartPlan(tuple(current)))
+        members.append(tuple(current))
+    if members:
+        parts.append(PartPlan(tuple(members)))
     return parts
+
+
+def work(plans: Sequence[PartPlan]) -> Iterator[Member]:
+    for number, plan in enumerate(plans):
+        for index, ranges in enumerate(plan.members):
+            yield Member(number, index, index == len(plan.members) - 1, ranges)
 
 
 class FrameRows:
@@ -175,9 +215,9 @@ class FrameRows:
         yield from self.frame.slice(start, length).collect_batches(chunk_size=CHUNK_ROWS)
 
 
-def part_chunks(rows: Selection | FrameRows, plan: PartPlan) -> Iterator[pl.DataFrame]:
-    """The part's rows in order, in bounded chunks (the predicate applied)."""
-    for item in plan.ranges:
+def member_chunks(rows: Selection | FrameRows, member: Member) -> Iterator[pl.DataFrame]:
+    """The member's rows in order, in bounded chunks (the predicate applied)."""
+    for item in member.ranges:
         for chunk in rows.read(item.piece, item.start, item.length):
             chunk = chunk if rows.predicate is None else chunk.filter(rows.predicate)
             if chunk.height:
@@ -195,7 +235,8 @@ def export_frame(
     started = time.perf_counter()
     result = ExportResult(folder=spec.folder)
     source = rows if isinstance(rows, Selection) else FrameRows(rows)
-    plans = plan_parts(source.pieces(), source.predicate, max(1, spec.max_rows_per_file))
+    max_rows = max(1, spec.max_rows_per_file)
+    plans = plan_parts(source.pieces(), source.predicate, max_rows, member_rows(spec.file_format, max_rows))
     planned_rows = sum(p.rows for p in plans)
     old_manifests, previous = _previous_export(storage, spec)
     for key in old_manifests:
@@ -206,44 +247,51 @@ def export_frame(
         scratch.mkdir(parents=True, exist_ok=True)
     workdir = Path(tempfile.mkdtemp(prefix="ajo-export-", dir=scratch))
     encryptor = Encryptor(spec.pgp_public_key) if spec.pgp_public_key else None
-    encoders = spec.encoders or default_encoders(spec.file_format, spec.compression)
+    encoders = spec.encoders or default_encoders(spec.file_format)
 
-    def encode(number: int, plan: PartPlan) -> list[tuple[Path, int]]:
+    def encode(member: Member) -> list[tuple[Path, int]]:
         return encode_part(
-            lambda: part_chunks(source, plan),
+            lambda: member_chunks(source, member),
             source.schema,
-            plan.rows,
-            workdir / f"encode-{number:05d}",
+            member.rows,
+            workdir / f"encode-{member.part:05d}-{member.index:05d}",
             spec.file_format,
             spec.compression,
             spec.max_bytes_per_file,
         )
 
+    def publish(path: Path, rows: int) -> None:
+        name = f"part-{len(result.files):05d}-{job}-c000.{ext}"
+        _publish(storage, path, name, rows, spec, result, encryptor)
+        if progress is not None:
+            elapsed = time.perf_counter() - started
+            progress(ExportProgress(result.rows, result.bytes, len(result.files), planned_rows, elapsed))
+
     pool = ThreadPoolExecutor(max_workers=encoders, thread_name_prefix="ajo-encode")
-    in_flight: deque[Future[list[tuple[Path, int]]]] = deque()
+    in_flight: deque[tuple[Member, Future[list[tuple[Path, int]]]]] = deque()
+    joined = _Joined(workdir / "joined")  # members concatenated into the part file being assembled
     try:
-        upcoming = iter(enumerate(plans))
-        for number, plan in upcoming:
-            in_flight.append(pool.submit(encode, number, plan))
+        upcoming = work(plans)
+        for member in upcoming:
+            in_flight.append((member, pool.submit(encode, member)))
             if len(in_flight) > encoders:
                 break
         while in_flight:
-            for path, part_rows in in_flight.popleft().result():
-                name = f"part-{len(result.files):05d}-{job}-c000.{ext}"
-                _publish(storage, path, name, part_rows, spec, result, encryptor)
-                if progress is not None:
-                    progress(
-                        ExportProgress(
-                            result.rows,
-                            result.bytes,
-                            len(result.files),
-                            planned_rows,
-                            time.perf_counter() - started,
-                        )
-                    )
+            member, future = in_flight.popleft()
+            encoded = future.result()
             following = next(upcoming, None)
-            if following is not None:
-                in_flight.append(pool.submit(encode, *following))
+            if following is not None:  # keep the encoders busy while this member is published
+                in_flight.append((following, pool.submit(encode, following)))
+            if len(plans[member.part].members) == 1:
+                for path, rows in encoded:
+                    publish(path, rows)
+                continue
+            for path, rows in encoded:
+                if joined.rows and joined.size + path.stat().st_size > spec.max_bytes_per_file:
+                    publish(*joined.take())
+                joined.append(path, rows)
+            if member.last:
+                publish(*joined.take())
         keep = set(result.keys)
         for key in previous:
             if key not in keep:
@@ -266,7 +314,7 @@ def export_frame(
             storage.put_bytes(key, manifest.to_json(), workdir / ".manifest")
             result.manifest_key = key
     except BaseException:
-        for future in in_flight:
+        for _, future in in_flight:
             future.cancel()
         pool.shutdown(wait=True, cancel_futures=True)
         _withdraw(storage, result.keys)
@@ -278,6 +326,30 @@ def export_frame(
         shutil.rmtree(workdir, ignore_errors=True)
     result.seconds = time.perf_counter() - started
     return result
+
+
+class _Joined:
+    """A part file assembled from encoded members, appended in order (plain byte concatenation)."""
+
+    def __init__(self, stem: Path):
+        self.stem, self.count, self.rows, self.size = stem, 0, 0, 0
+        self.path: Path | None = None
+
+    def append(self, member: Path, rows: int) -> None:
+        if self.path is None:
+            self.path = self.stem.with_name(f"{self.stem.name}-{self.count}")
+            self.count += 1
+        with self.path.open("ab") as sink, member.open("rb") as source:
+            shutil.copyfileobj(source, sink, 1 << 20)
+        member.unlink()
+        self.rows += rows
+        self.size = self.path.stat().st_size
+
+    def take(self) -> tuple[Path, int]:
+        assert self.path is not None, "a part has at least one member"
+        taken = (self.path, self.rows)
+        self.path, self.rows, self.size = None, 0, 0
+        return taken
 
 
 def _previous_export(storage: Storage, spec: ExportSpec) -> tuple[list[str], list[str]]:
