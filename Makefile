@@ -45,8 +45,14 @@ lint: install
 test: install test-servers lint
 	$(BIN)/python -m pytest -q -p no:cacheprovider
 
-bench: install
-	$(BIN)/python bench/export_bench.py
+# The benchmark (bench/run.py): the `bench` extra (dlt, psutil) on top of `test` (moto, the GCS emulator), and the
+# servers the tests use (Azurite, sshd). Flags pass through: make bench BENCH_ARGS="--rows 200000 --reps 1".
+$(VENV)/.bench-installed: $(VENV)/.installed pyproject.toml
+	$(PY) -m uv pip install -q --python $(BIN)/python -e '.[test,bench]'
+	@touch $@
+
+bench: $(VENV)/.bench-installed test-servers
+	$(BIN)/python -m bench.run $(BENCH_ARGS)
 
 clean:
 	rm -rf $(AJO_EXPORTS_HOME) $(VENV) node_modules
