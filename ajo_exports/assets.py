@@ -1,9 +1,11 @@
 """Dataset assets (the AEP lake) and the export asset factory (one export per dataflow and dataset)."""
 
+import functools
+import inspect
 import warnings
+from collections.abc import Callable
 from dataclasses import dataclass
 
-import polars as pl
 from dagster import (
     AssetExecutionContext,
     AssetKey,
@@ -14,12 +16,15 @@ from dagster import (
     MetadataValue,
     ObserveResult,
     Output,
+    TableColumn,
+    TableSchema,
+    TimeWindowPartitionsDefinition,
     asset,
     observable_source_asset,
 )
 
 from ajo_exports.catalog import Dataset
-from ajo_exports.config import Dataflow, DestinationConfig, Organization
+from ajo_exports.config import Dataflow, DestinationConfig, Organization, Schedule
 from ajo_exports.export.io_manager import run_created
 from ajo_exports.export.window import partitions_for, window_for
 from ajo_exports.lake import Batch, Selection
@@ -27,6 +32,9 @@ from ajo_exports.lake.resource import LakeResource
 
 DATASET_GROUP = "aep_datasets"
 DELIVERY_CHECK = "delivered"
+# Op tag of every export and delivery check, and run tag of every dataflow job: the executor limits the steps of a
+# run per destination by it (max_concurrent_exports) and the run queue limits the runs per destination.
+DESTINATION_TAG = "ajo/destination"
 KINDS = {
     "local": "file",
     "amazon_s3": "s3",
@@ -49,14 +57,34 @@ def dataset_metadata(dataset: Dataset) -> dict:
         "xdm_class": dataset.xdm_class.value,
         "xdm_class_name": dataset.xdm_class_name,
         "description": dataset.description,
-        "dagster/column_schema": MetadataValue.table_schema(_table_schema(dataset.schema)),
+        "dagster/column_schema": MetadataValue.table_schema(_table_schema(dataset)),
     }
 
 
-def _table_schema(schema: pl.Schema):
-    from dagster import TableColumn, TableSchema
+@functools.cache
+def _table_schema(dataset: Dataset) -> TableSchema:
+    """The dataset's columns with their polars type names, built once per dataset (polars is not imported)."""
+    return TableSchema(columns=[TableColumn(name, str(kind)[:200]) for name, kind in dataset.columns])
 
-    return TableSchema(columns=[TableColumn(name, str(dtype)[:200]) for name, dtype in schema.items()])
+
+_SIGNATURES: dict[object, inspect.Signature] = {}
+
+
+def same_signature(fn: Callable) -> Callable:
+    """Give every closure of one function the signature computed for the first. Dagster inspects a decorated
+    function's signature a dozen times per definition, and the closures of a thousand exports share one."""
+    signature = _SIGNATURES.get(fn.__code__)
+    if signature is None:
+        signature = _SIGNATURES[fn.__code__] = inspect.signature(fn)
+    fn.__signature__ = signature  # type: ignore[attr-defined]
+    return fn
+
+
+@functools.cache
+def partitions_of(schedule: Schedule) -> TimeWindowPartitionsDefinition | None:
+    """One partitions definition per schedule, shared by the exports, checks and schedule of every dataflow that
+    has it (None for a `once` dataflow)."""
+    return partitions_for(schedule)
 
 
 def observed(batches: list[Batch]) -> dict:
@@ -149,12 +177,14 @@ def export_asset(spec: ExportAssetSpec) -> AssetsDefinition:
         deps=[dataset_key(dataset)],
         io_manager_key=spec.io_manager_key,
         group_name=spec.group,
-        partitions_def=partitions_for(schedule),
+        partitions_def=partitions_of(schedule),
         kinds={"polars", KINDS[spec.destination.type], spec.dataflow.format.value},
         tags={"tier": dataset.tier.value, "destination_type": spec.destination.type, "dataflow": spec.dataflow.name},
+        op_tags={DESTINATION_TAG: spec.destination.name},
         metadata=spec.settings(),
         description=f"{dataset.name} exported by dataflow {spec.dataflow.name!r} to {spec.destination.name!r}",
     )
+    @same_signature
     def _export(context: AssetExecutionContext, lake: LakeResource) -> Output[Selection]:
         time_window = context.partition_time_window if context.has_partition_key else None
         window = window_for(

@@ -7,6 +7,10 @@ dataset IDs are derived from the slug so they never change between releases or m
 Schemas are realistic, not exhaustive: they carry the documented join keys and the fields a report would use.
 XDM maps are modelled the way Parquet readers surface them: ``identityMap`` (and ``segmentMembership``) as a
 struct keyed by namespace, open-ended maps (``frequencyMap``, segment maps) as ``list<struct<key, value>>``.
+
+Column types are spelled in a small vocabulary of polars' own (``ColumnType``), so the catalog (and every command
+and the Dagster definitions that only need names, tiers and column lists) loads without importing polars; a
+dataset's ``schema`` is the polars schema, built on first use.
 """
 
 from __future__ import annotations
@@ -15,8 +19,10 @@ import difflib
 import hashlib
 from dataclasses import dataclass
 from enum import StrEnum
+from typing import TYPE_CHECKING
 
-import polars as pl
+if TYPE_CHECKING:
+    import polars as pl
 
 __all__ = [
     "DATASETS",
@@ -54,29 +60,78 @@ class Dataset:
     dataset_id: str
     xdm_class: XdmClass
     xdm_class_name: str
-    schema: pl.Schema
+    columns: tuple[tuple[str, ColumnType], ...]
 
     @property
     def is_time_series(self) -> bool:
         """Time-series datasets are subject to the 365-day export window on ``timestamp``."""
         return self.xdm_class is XdmClass.TIME_SERIES
 
+    @property
+    def schema(self) -> pl.Schema:
+        """The rows' polars schema (built once per dataset, on first use)."""
+        schema = _POLARS_SCHEMAS.get(self.slug)
+        if schema is None:
+            import polars as pl
+
+            schema = _POLARS_SCHEMAS[self.slug] = pl.Schema({name: kind.polars() for name, kind in self.columns})
+        return schema
+
+
+_POLARS_SCHEMAS: dict[str, pl.Schema] = {}
+
+
+@dataclass(frozen=True)
+class ColumnType:
+    """A polars data type by name: ``str()`` spells it exactly as polars does, ``polars()`` builds it."""
+
+    name: str  # String, Boolean, Int64, Int32, Float64, Datetime, List or Struct
+    args: tuple = ()  # Datetime: (time unit, time zone); List: (inner,); Struct: ((field, type), ...)
+
+    def __str__(self) -> str:
+        if self.name == "Datetime":
+            return f"Datetime(time_unit={self.args[0]!r}, time_zone={self.args[1]!r})"
+        if self.name == "List":
+            return f"List({self.args[0]})"
+        if self.name == "Struct":
+            return "Struct({" + ", ".join(f"{field!r}: {kind}" for field, kind in self.args) + "})"
+        return self.name
+
+    def polars(self) -> pl.DataType:
+        import polars as pl
+
+        if self.name == "Datetime":
+            return pl.Datetime(*self.args)
+        if self.name == "List":
+            return pl.List(self.args[0].polars())
+        if self.name == "Struct":
+            return pl.Struct({field: kind.polars() for field, kind in self.args})
+        return getattr(pl, self.name)()
+
 
 # --- schema building blocks -------------------------------------------------------------------------------------
 
-S = pl.String()
-B = pl.Boolean()
-I64 = pl.Int64()
-I32 = pl.Int32()
-F64 = pl.Float64()
-TS = pl.Datetime("us", "UTC")
+S = ColumnType("String")
+B = ColumnType("Boolean")
+I64 = ColumnType("Int64")
+I32 = ColumnType("Int32")
+F64 = ColumnType("Float64")
+TS = ColumnType("Datetime", ("us", "UTC"))
 
 
-def _st(**fields: pl.DataType) -> pl.Struct:
-    return pl.Struct(fields)
+def _st(**fields: ColumnType) -> ColumnType:
+    return ColumnType("Struct", tuple(fields.items()))
 
 
-_IDENTITY = pl.List(_st(id=S, primary=B))
+def _list(inner: ColumnType) -> ColumnType:
+    return ColumnType("List", (inner,))
+
+
+def _columns(columns: dict[str, ColumnType]) -> tuple[tuple[str, ColumnType], ...]:
+    return tuple(columns.items())
+
+
+_IDENTITY = _list(_st(id=S, primary=B))
 _IDENTITY_MAP = _st(Email=_IDENTITY, ECID=_IDENTITY)
 _IDENTITY_MAP_PHONE = _st(Email=_IDENTITY, ECID=_IDENTITY, Phone=_IDENTITY)
 
@@ -101,20 +156,20 @@ _MESSAGE_PROFILE = _st(
 _EMAIL_CONTEXT = _st(address=S, namespace=S, domain=S)
 _PUSH_CONTEXT = _st(platform=S)
 _MESSAGE_FAILURE = _st(reason=S, code=S, type=S, category=S)
-_SCOPE_PROPOSITIONS = pl.List(_st(id=S, scope=S, scopeDetails=_st(correlationID=S, decisionProvider=S)))
+_SCOPE_PROPOSITIONS = _list(_st(id=S, scope=S, scopeDetails=_st(correlationID=S, decisionProvider=S)))
 
-_TIME_SERIES_ENVELOPE: dict[str, pl.DataType] = {"_id": S, "timestamp": TS, "eventType": S}
+_TIME_SERIES_ENVELOPE: dict[str, ColumnType] = {"_id": S, "timestamp": TS, "eventType": S}
 _REPO = _st(createDate=TS, modifyDate=TS)
-_SEGMENT_MAP = pl.List(_st(key=S, value=_st(status=S, lastQualificationTime=TS)))
+_SEGMENT_MAP = _list(_st(key=S, value=_st(status=S, lastQualificationTime=TS)))
 _PERSON_NAME = _st(name=_st(firstName=S, lastName=S))
 
 
-def _event(**payload: pl.DataType) -> pl.Schema:
-    return pl.Schema({**_TIME_SERIES_ENVELOPE, "identityMap": _IDENTITY_MAP, **payload})
+def _event(**payload: ColumnType) -> tuple[tuple[str, ColumnType], ...]:
+    return _columns({**_TIME_SERIES_ENVELOPE, "identityMap": _IDENTITY_MAP, **payload})
 
 
-def _record(**fields: pl.DataType) -> pl.Schema:
-    return pl.Schema({"_id": S, **fields})
+def _record(**fields: ColumnType) -> tuple[tuple[str, ColumnType], ...]:
+    return _columns({"_id": S, **fields})
 
 
 def _dataset_id(slug: str) -> str:
@@ -136,9 +191,9 @@ _FEEDBACK_CJM = _st(
     pushChannelContext=_PUSH_CONTEXT,
 )
 
-_DECISION_CONTENTS = pl.List(_st(placement=S, components=pl.List(_st(format=S, content=S, language=pl.List(S)))))
+_DECISION_CONTENTS = _list(_st(placement=S, components=_list(_st(format=S, content=S, language=_list(S)))))
 
-_SCHEMAS: dict[str, pl.Schema] = {
+_SCHEMAS: dict[str, tuple[tuple[str, ColumnType], ...]] = {
     "ajo_bcc_feedback_event_dataset": _event(
         _experience=_st(
             customerJourneyManagement=_st(
@@ -192,7 +247,7 @@ _SCHEMAS: dict[str, pl.Schema] = {
                     url=S,
                     urlID=S,
                     label=S,
-                    tags=pl.List(S),
+                    tags=_list(S),
                     trackingType=S,
                     isBot=B,
                     entityType=S,
@@ -233,7 +288,7 @@ _SCHEMAS: dict[str, pl.Schema] = {
     "ajo_inbound_activity_event_dataset": _event(
         _experience=_st(
             decisioning=_st(
-                propositions=pl.List(
+                propositions=_list(
                     _st(
                         id=S,
                         scope=S,
@@ -262,12 +317,12 @@ _SCHEMAS: dict[str, pl.Schema] = {
     ),
     "ajo_profile_counters_extension": _record(
         identityMap=_IDENTITY_MAP,
-        frequencyMap=pl.List(_st(key=S, value=_st(value=I64, expiryDate=TS))),
+        frequencyMap=_list(_st(key=S, value=_st(value=I64, expiryDate=TS))),
         _repo=_REPO,
     ),
     "ajo_push_profile_dataset": _record(
         identityMap=_IDENTITY_MAP,
-        pushNotificationDetails=pl.List(
+        pushNotificationDetails=_list(
             _st(appID=S, token=S, platform=S, denylisted=B, identity=_st(namespace=_st(code=S), id=S))
         ),
         _repo=_REPO,
@@ -290,7 +345,7 @@ _SCHEMAS: dict[str, pl.Schema] = {
     ),
     "ajo_surfaces_dataset": _event(
         _experience=_st(
-            customerJourneyManagement=_st(surfaces=pl.List(_st(uri=S, channel=S, name=S))),
+            customerJourneyManagement=_st(surfaces=_list(_st(uri=S, channel=S, name=S))),
         )
     ),
     "ao_output_for_ups_dataset": _record(
@@ -313,14 +368,14 @@ _SCHEMAS: dict[str, pl.Schema] = {
                 lifecycleStatus=S,
                 startTime=TS,
                 endTime=TS,
-                criteria=pl.List(_st(placements=pl.List(S), optionSelection=_st(filter=S), rankingStrategy=S)),
+                criteria=_list(_st(placements=_list(S), optionSelection=_st(filter=S), rankingStrategy=S)),
                 fallback=S,
             )
         ),
     ),
     "decision_object_repository_fallback_offers": _record(
         _repo=_st(etag=I64, createDate=TS, modifyDate=TS),
-        _experience=_st(decisioning=_st(name=S, lifecycleStatus=S, tags=pl.List(S), contents=_DECISION_CONTENTS)),
+        _experience=_st(decisioning=_st(name=S, lifecycleStatus=S, tags=_list(S), contents=_DECISION_CONTENTS)),
     ),
     "decision_object_repository_personalized_offers": _record(
         _repo=_st(etag=I64, createDate=TS, modifyDate=TS),
@@ -328,7 +383,7 @@ _SCHEMAS: dict[str, pl.Schema] = {
             decisioning=_st(
                 name=S,
                 lifecycleStatus=S,
-                tags=pl.List(S),
+                tags=_list(S),
                 contents=_DECISION_CONTENTS,
                 ranking=_st(priority=I32),
                 calendarConstraints=_st(startDate=TS, endDate=TS),
@@ -339,9 +394,9 @@ _SCHEMAS: dict[str, pl.Schema] = {
     ),
     "decision_object_repository_placements": _record(
         _repo=_st(etag=I64, createDate=TS, modifyDate=TS),
-        _experience=_st(decisioning=_st(name=S, description=S, channel=S, componentType=S, contentTypes=pl.List(S))),
+        _experience=_st(decisioning=_st(name=S, description=S, channel=S, componentType=S, contentTypes=_list(S))),
     ),
-    "journey_step_events": pl.Schema(
+    "journey_step_events": _columns(
         {
             **_TIME_SERIES_ENVELOPE,
             "_experience": _st(
@@ -399,17 +454,17 @@ _SCHEMAS: dict[str, pl.Schema] = {
     "ode_decisionevents_prod_decisioning": _event(
         _experience=_st(
             decisioning=_st(
-                propositionDetails=pl.List(
+                propositionDetails=_list(
                     _st(
                         id=S,
                         scope=S,
                         activity=_st(id=S, name=S),
                         placement=_st(id=S, name=S),
-                        selections=pl.List(_st(id=S, name=S)),
+                        selections=_list(_st(id=S, name=S)),
                         fallback=_st(id=S, name=S),
                     )
                 ),
-                propositions=pl.List(_st(id=S, scope=S, scopeDetails=_st(correlationID=S, activity=_st(id=S)))),
+                propositions=_list(_st(id=S, scope=S, scopeDetails=_st(correlationID=S, activity=_st(id=S)))),
             )
         )
     ),
@@ -604,7 +659,7 @@ DATASETS: tuple[Dataset, ...] = tuple(
         dataset_id=_dataset_id(slug),
         xdm_class=xdm_class,
         xdm_class_name=class_name,
-        schema=_SCHEMAS[slug],
+        columns=_SCHEMAS[slug],
     )
     for slug, name, description, tier, xdm_class, class_name in _ROWS
 )

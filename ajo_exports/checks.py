@@ -2,7 +2,7 @@
 checks (a scheduled dataflow has exported within its cadence)."""
 
 import warnings
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from datetime import UTC, datetime, timedelta
 
 from dagster import (
@@ -10,16 +10,15 @@ from dagster import (
     AssetCheckResult,
     AssetChecksDefinition,
     AssetCheckSeverity,
+    AssetCheckSpec,
     AssetRecordsFilter,
     PreviewWarning,
     asset_check,
+    multi_asset_check,
 )
 
-from ajo_exports.assets import DELIVERY_CHECK, ExportAssetSpec
+from ajo_exports.assets import DELIVERY_CHECK, DESTINATION_TAG, ExportAssetSpec, partitions_of, same_signature
 from ajo_exports.config import Frequency, Schedule
-from ajo_exports.export.manifest import ExportedFile
-from ajo_exports.export.verify import verify_files, verify_manifest
-from ajo_exports.export.window import partitions_for
 
 
 def latest_export(context: AssetCheckExecutionContext, spec: ExportAssetSpec):
@@ -44,11 +43,16 @@ def _delivery_check(spec: ExportAssetSpec) -> AssetChecksDefinition:
         asset=spec.key,
         name=DELIVERY_CHECK,
         required_resource_keys={spec.io_manager_key},
-        partitions_def=partitions_for(spec.dataflow.schedule),
+        partitions_def=partitions_of(spec.dataflow.schedule),
+        op_tags={DESTINATION_TAG: spec.destination.name},
         description="Every file the manifest lists exists at the destination with its size and sha256, "
         "and the manifest's rows equal the rows the export read.",
     )
+    @same_signature
     def _check(context: AssetCheckExecutionContext) -> AssetCheckResult:
+        from ajo_exports.export.manifest import ExportedFile  # polars is imported by runs, not by definitions
+        from ajo_exports.export.verify import verify_files, verify_manifest
+
         metadata = latest_export(context, spec)
         if metadata is None:
             return AssetCheckResult(passed=False, description="not exported yet", severity=AssetCheckSeverity.WARN)
@@ -87,35 +91,61 @@ def cadence_of(schedule: Schedule) -> timedelta | None:
     return None
 
 
-def freshness_check(
-    spec: ExportAssetSpec, clock: Callable[[], datetime] = lambda: datetime.now(UTC)
-) -> AssetChecksDefinition | None:
-    """A scheduled dataflow's export is stale when its last success is older than the cadence plus a grace period:
-    the symptom of a stopped schedule, an unconfirmed change or a passed end date."""
+def freshness_allowed(spec: ExportAssetSpec) -> tuple[timedelta, timedelta] | None:
+    """(cadence, allowed age) of a scheduled, enabled dataflow's export; None when it has no freshness check."""
     cadence = cadence_of(spec.dataflow.schedule)
     if cadence is None or not spec.dataflow.enabled:
         return None
-    allowed = cadence + FRESHNESS_GRACE
+    return cadence, cadence + FRESHNESS_GRACE
 
-    @asset_check(
-        asset=spec.key,
-        name=FRESHNESS_CHECK,
-        description=f"The last successful export is at most {allowed} old (cadence {cadence} + grace).",
-    )
-    def _check(context: AssetCheckExecutionContext) -> AssetCheckResult:
-        records = context.instance.fetch_materializations(spec.key, limit=1).records
-        if not records:
-            return AssetCheckResult(passed=False, description="never exported")
-        last = datetime.fromtimestamp(records[0].timestamp, UTC)
-        age = clock() - last
-        return AssetCheckResult(
-            passed=age <= allowed,
-            description=f"last export {last:%Y-%m-%d %H:%M} UTC, {age.total_seconds() / 3600:.1f} h ago "
-            f"(allowed {allowed.total_seconds() / 3600:.1f} h)",
-            metadata={
-                "age_hours": round(age.total_seconds() / 3600, 2),
-                "allowed_hours": allowed.total_seconds() / 3600,
-            },
+
+def freshness_checks(
+    specs: list[ExportAssetSpec], clock: Callable[[], datetime] = lambda: datetime.now(UTC)
+) -> AssetChecksDefinition | None:
+    """The `fresh` check of every scheduled export: stale when its last success is older than the cadence plus a
+    grace period, the symptom of a stopped schedule, an unconfirmed change or a passed end date.
+
+    One definition (one op, subsettable) holds all of them: each is still its own check in the UI, and the
+    export_freshness sensor evaluates them in one step instead of one step per export."""
+    allowed_by_key = {}
+    check_specs = []
+    for spec in specs:
+        bounds = freshness_allowed(spec)
+        if bounds is None:
+            continue
+        cadence, allowed = bounds
+        check = AssetCheckSpec(
+            FRESHNESS_CHECK,
+            asset=spec.key,
+            description=f"The last successful export is at most {allowed} old (cadence {cadence} + grace).",
         )
+        allowed_by_key[check.key] = allowed
+        check_specs.append(check)
+    if not check_specs:
+        return None
+
+    @multi_asset_check(name="export_freshness_check", specs=check_specs, can_subset=True)
+    def _check(context: AssetCheckExecutionContext) -> Iterator[AssetCheckResult]:
+        for key in sorted(context.selected_asset_check_keys, key=lambda k: k.asset_key.to_user_string()):
+            allowed = allowed_by_key[key]
+            records = context.instance.fetch_materializations(key.asset_key, limit=1).records
+            if not records:
+                yield AssetCheckResult(
+                    asset_key=key.asset_key, check_name=FRESHNESS_CHECK, passed=False, description="never exported"
+                )
+                continue
+            last = datetime.fromtimestamp(records[0].timestamp, UTC)
+            age = clock() - last
+            yield AssetCheckResult(
+                asset_key=key.asset_key,
+                check_name=FRESHNESS_CHECK,
+                passed=age <= allowed,
+                description=f"last export {last:%Y-%m-%d %H:%M} UTC, {age.total_seconds() / 3600:.1f} h ago "
+                f"(allowed {allowed.total_seconds() / 3600:.1f} h)",
+                metadata={
+                    "age_hours": round(age.total_seconds() / 3600, 2),
+                    "allowed_hours": allowed.total_seconds() / 3600,
+                },
+            )
 
     return _check

@@ -7,6 +7,10 @@ import json
 import os
 import shutil
 import sys
+import uuid
+from collections.abc import Iterator
+from contextlib import contextmanager
+from dataclasses import asdict
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
@@ -106,10 +110,32 @@ def cmd_datasets(args: argparse.Namespace, config: ExportsConfig) -> int:
     return 0
 
 
+def seed_only(lake: LocalLake, datasets: list, *, rows: int, batches: int, seed: int) -> dict:
+    """Seed only `datasets`, leaving the others as they are: `seed_lake` clears the whole lake, so it writes
+    into a scratch lake inside the root and each seeded folder then replaces its dataset's folder by rename."""
+    import tempfile
+
+    lake.root.mkdir(parents=True, exist_ok=True)
+    scratch = Path(tempfile.mkdtemp(prefix=".seed-", dir=lake.root))
+    try:
+        written = seed_lake(LocalLake(scratch / "lake"), rows=rows, batches=batches, seed=seed, datasets=datasets)
+        for slug in written:
+            if (lake.root / slug).exists():
+                os.replace(lake.root / slug, scratch / f"old-{slug}")
+            os.replace(scratch / "lake" / slug, lake.root / slug)
+    finally:
+        shutil.rmtree(scratch, ignore_errors=True)
+    return {slug: lake.list_batches(get_dataset(slug)) for slug in written}
+
+
 def cmd_lake(args: argparse.Namespace, config: ExportsConfig | None) -> int:
     lake = LocalLake(ajo_home() / "lake")
     if args.lake_command == "seed":
-        written = seed_lake(lake, rows=args.rows, batches=args.batches, seed=args.seed)
+        if args.dataset:
+            chosen = [get_dataset(s.strip()) for v in args.dataset for s in v.split(",") if s.strip()]
+            written = seed_only(lake, chosen, rows=args.rows, batches=args.batches, seed=args.seed)
+        else:
+            written = seed_lake(lake, rows=args.rows, batches=args.batches, seed=args.seed)
         total = sum(b.rows for batches in written.values() for b in batches)
         print(
             f"seeded {len(written)} datasets, {total} rows in {sum(len(b) for b in written.values())} batches "
@@ -126,9 +152,10 @@ def cmd_lake(args: argparse.Namespace, config: ExportsConfig | None) -> int:
 
 
 def _definitions(config: ExportsConfig):
-    from ajo_exports.definitions import build_definitions, export_specs
+    """The definitions of the config in force (the module's own when they are of the same file and home)."""
+    from ajo_exports.definitions import definitions_for, export_specs
 
-    return build_definitions(config, ajo_home()), export_specs(config)
+    return definitions_for(config_path(), ajo_home()), export_specs(config)
 
 
 def _instance():
@@ -143,6 +170,43 @@ def _dataflows(config: ExportsConfig, name: str | None) -> list[str]:
         config.dataflow(name)
         return [name]
     return [flow.name for flow in config.dataflows if flow.enabled]
+
+
+def report_json(report, config: ExportsConfig, dataflow: str) -> dict:
+    """One dataflow's run as plain values for `--json`: per export its numbers, files, manifest and check."""
+    exports = []
+    for item in report.exports.values():
+        meta = item.metadata
+        exports.append(
+            {
+                "dataset": item.slug,
+                "tier": item.tier,
+                **{key: meta.get(key) for key in ("rows", "files", "bytes", "seconds", "mb_per_second")},
+                **{key: meta.get(key) for key in ("export_time", "folder_uri", "manifest_uri", "uris")},
+                "check": None if item.check_passed is None else ("passed" if item.check_passed else "failed"),
+                "check_description": item.check_description,
+            }
+        )
+    return {
+        "dataflow": dataflow,
+        "run_id": report.run_id,
+        "success": report.success,
+        "error": report.error,
+        "destination": config.dataflow(dataflow).destination,
+        "exports": exports,
+    }
+
+
+@contextmanager
+def _progress(instance, tag: str, quiet: bool) -> Iterator[None]:
+    """Follow the run's exports on standard error while it runs: in place on a terminal, else plain lines."""
+    if quiet:
+        yield
+        return
+    from ajo_exports.progress import ProgressDisplay, RunWatcher
+
+    with RunWatcher(instance, tag, ProgressDisplay(sys.stderr).update):
+        yield
 
 
 def _print_report(report, config: ExportsConfig, dataflow: str) -> None:
@@ -176,7 +240,8 @@ def last_closed_window(flow: Dataflow) -> str | None:
 
 
 def cmd_run(args: argparse.Namespace, config: ExportsConfig) -> int:
-    from ajo_exports.operations import run_dataflow
+    from ajo_exports.operations import StepProcesses, run_dataflow, start_step_processes
+    from ajo_exports.progress import RUN_TAG
 
     require(config, args, Permission.MANAGE_AND_ACTIVATE_DATASET_DESTINATIONS)
     for slug in args.dataset or []:
@@ -185,25 +250,47 @@ def cmd_run(args: argparse.Namespace, config: ExportsConfig) -> int:
     lake = LocalLake(ajo_home() / "lake")
     if not lake.has_data():
         raise CliError(f"the lake at {lake.root} is empty: run `ajo-exports lake seed` first")
+    dataflows = _dataflows(config, args.dataflow)
+    selected = [
+        [d for d in config.datasets_of(config.dataflow(name)) if not args.dataset or d.slug in args.dataset]
+        for name in dataflows
+    ]
+    processes = StepProcesses(config_path(), ajo_home())
+    concurrent = [name for name, datasets in zip(dataflows, selected, strict=True) if len(datasets) > 1]
+    if concurrent:  # several exports run concurrently in step processes, whose server loads meanwhile
+        start_step_processes(ajo_home() / "dagster" / "logs" / "step-processes.log", [
+            processes.job_args(name) for name in concurrent
+        ])
     defs, specs = _definitions(config)
     instance = _instance()
     status = 0
-    for dataflow in _dataflows(config, args.dataflow):
+    results: list[dict] = []
+    for dataflow in dataflows:
         window = args.window or last_closed_window(config.dataflow(dataflow))
-        report = run_dataflow(
-            defs,
-            specs,
-            instance,
-            dataflow=dataflow,
-            datasets=args.dataset,
-            partition_key=window,
-            export_time=export_time,
-        )
-        if not report.success:
+        tag = uuid.uuid4().hex
+        with _progress(instance, tag, quiet=args.json):
+            report = run_dataflow(
+                defs,
+                specs,
+                instance,
+                dataflow=dataflow,
+                datasets=args.dataset,
+                partition_key=window,
+                export_time=export_time,
+                processes=processes,
+                tags={RUN_TAG: tag},
+            )
+        if not report.success and not args.json:
             raise CliError(f"dataflow {dataflow} failed: {report.error}")
-        _print_report(report, config, dataflow)
-        if any(item.check_passed is False for item in report.exports.values()):
-            status = 1
+        results.append(report_json(report, config, dataflow))
+        if not args.json:
+            _print_report(report, config, dataflow)
+        if not report.success:
+            status = 2
+        elif any(item.check_passed is False for item in report.exports.values()):
+            status = max(status, 1)
+    if args.json:
+        print(json.dumps({"command": "run", "status": status, "dataflows": results}, indent=2, default=str))
     return status
 
 
@@ -214,13 +301,18 @@ def cmd_verify(args: argparse.Namespace, config: ExportsConfig) -> int:
     defs, specs = _definitions(config)
     instance = _instance()
     status = 0
+    results: list[dict] = []
     for dataflow in _dataflows(config, args.dataflow):
         report = run_dataflow(defs, specs, instance, dataflow=dataflow, partition_key=args.window, checks_only=True)
         if not report.success:
             raise CliError(f"checks of dataflow {dataflow} could not run: {report.error}")
-        _print_report(report, config, dataflow)
+        results.append(report_json(report, config, dataflow))
+        if not args.json:
+            _print_report(report, config, dataflow)
         if any(item.check_passed is not True for item in report.exports.values()):
             status = 1
+    if args.json:
+        print(json.dumps({"command": "verify", "status": status, "dataflows": results}, indent=2, default=str))
     return status
 
 
@@ -327,6 +419,9 @@ def cmd_runs(args: argparse.Namespace, config: ExportsConfig) -> int:
     require(config, args, Permission.VIEW_DESTINATIONS)
     config.dataflow(args.dataflow)
     runs = dataflow_runs(_instance(), args.dataflow, limit=args.limit)
+    if args.json:
+        print(json.dumps({"dataflow": args.dataflow, "runs": [asdict(r) for r in runs]}, indent=2, default=str))
+        return 0
     rows = [
         [
             r.run_id[:8],
@@ -387,6 +482,9 @@ def parser() -> argparse.ArgumentParser:
     seed.add_argument("--rows", type=int, default=2000)
     seed.add_argument("--batches", type=int, default=4)
     seed.add_argument("--seed", type=int, default=7)
+    seed.add_argument(
+        "--dataset", action="append", help="seed only this dataset slug (repeatable or comma list); others untouched"
+    )
     append = lake_sub.add_parser("append", help="ingest one new batch of a dataset, stamped now")
     append.add_argument("--dataset", required=True)
     append.add_argument("--rows", type=int, default=100)
@@ -398,11 +496,13 @@ def parser() -> argparse.ArgumentParser:
     run.add_argument("--dataset", action="append", help="limit to a dataset slug (repeatable)")
     run.add_argument("--window", help="the partition key of the window to export (scheduled dataflows)")
     run.add_argument("--export-time", help="ISO time naming a once-export's exportTime folder")
+    run.add_argument("--json", action="store_true", help="print one JSON result (no progress display)")
     run.set_defaults(func=cmd_run, needs_config=True)
 
     verify = sub.add_parser("verify", help="run the delivery checks of dataflows; non-zero exit on any failure")
     verify.add_argument("dataflow", nargs="?")
     verify.add_argument("--window")
+    verify.add_argument("--json", action="store_true", help="print one JSON result")
     verify.set_defaults(func=cmd_verify, needs_config=True)
 
     check = sub.add_parser("check-connection", help="write, list and delete a probe object at a destination")
@@ -416,6 +516,7 @@ def parser() -> argparse.ArgumentParser:
     runs = sub.add_parser("runs", help="a dataflow's runs: status, records, files, bytes, errors (AEP's dataflow runs)")
     runs.add_argument("dataflow")
     runs.add_argument("--limit", type=int, default=20)
+    runs.add_argument("--json", action="store_true", help="print one JSON result")
     runs.set_defaults(func=cmd_runs, needs_config=True)
 
     activate = sub.add_parser("activate", help="confirm a reviewed dataflow so that its schedule runs it")

@@ -75,6 +75,16 @@ def config_path() -> Path:
     return local.resolve() if local.exists() else BUNDLED_CONFIG
 
 
+def config_digest(path: Path) -> str:
+    """sha256 of a config file's bytes: a process that rebuilds definitions from the file checks it is unchanged."""
+    import hashlib
+
+    try:
+        return hashlib.sha256(path.read_bytes()).hexdigest()
+    except OSError as exc:
+        raise ConfigError(f"{path}: cannot read: {exc.strerror or exc}") from None
+
+
 def destination_id(name: str) -> str:
     """A stable UUID for a destination connection (AEP's destinationId in manifest names)."""
     return str(uuid.uuid5(uuid.NAMESPACE_URL, f"ajo-exports:destination:{name}"))
@@ -116,10 +126,16 @@ class _Model(BaseModel):
     model_config = ConfigDict(extra="forbid", frozen=True)
 
 
+DEFAULT_MAX_CONCURRENT_EXPORTS = 2
+
+
 class _DestinationBase(_Model):
     name: str
     folder: str = ""
     pgp_public_key: str | None = None
+    # How many exports to this destination run at once within a run. Operational, not reviewed: it changes how fast
+    # files arrive, not what or where, so it is left out of the confirmed hash (activation.py) and of review.
+    max_concurrent_exports: int = Field(DEFAULT_MAX_CONCURRENT_EXPORTS, ge=1, le=64, exclude=True)
 
     @field_validator("name")
     @classmethod
@@ -447,12 +463,24 @@ class FieldProblem(ValueError):
         super().__init__(message)
 
 
+class Execution(_Model):
+    """How a run executes its exports: at most `max_concurrent` at once (default: the machine's cores), each
+    destination at most its `max_concurrent_exports`."""
+
+    max_concurrent: int | None = Field(None, ge=1, le=256)
+
+    @property
+    def concurrency(self) -> int:
+        return self.max_concurrent or os.cpu_count() or 1
+
+
 class ExportsConfig(_Model):
     organization: Organization = Organization()
     destinations: list[DestinationConfig]
     dataflows: list[Dataflow]
     access: dict[str, list[Permission]] = {}
     webhook_url: str | None = None
+    execution: Execution = Execution()
 
     @model_validator(mode="after")
     def _references(self) -> ExportsConfig:

@@ -18,9 +18,9 @@ from dagster import (
 )
 
 from ajo_exports.activation import Confirmations
-from ajo_exports.assets import job_name
+from ajo_exports.assets import job_name, partitions_of
 from ajo_exports.config import Dataflow, ExportsConfig, Frequency
-from ajo_exports.export.window import cron_for, floor_minute, partitions_for
+from ajo_exports.export.window import cron_for, floor_minute
 
 
 def schedule_name(dataflow: str) -> str:
@@ -32,7 +32,7 @@ def dataflow_schedule(config: ExportsConfig, flow: Dataflow, job: object, home: 
     plan = flow.schedule
     if not flow.enabled or plan.start is None:
         return None
-    partitions = partitions_for(plan)
+    partitions = partitions_of(plan)
     if plan.frequency is Frequency.ONCE:
         cron = f"{plan.start.minute} {plan.start.hour} {plan.start.day} {plan.start.month} *"
         cadence = f"once at {plan.start:%Y-%m-%d %H:%M} UTC"

@@ -32,7 +32,6 @@ from dagster import (
 from ajo_exports.assets import ExportAssetSpec, dataset_key
 from ajo_exports.config import ExportsConfig
 from ajo_exports.destinations import open_destination
-from ajo_exports.destinations.data_landing_zone import purge_expired
 
 log = logging.getLogger(__name__)
 END_DATE_WARNING = timedelta(days=14)
@@ -181,6 +180,8 @@ def dlz_retention_sensor(
         description="Deletes exported files older than 7 days from Data Landing Zone destinations.",
     )
     def _purge(context: SensorEvaluationContext) -> SensorResult | SkipReason:
+        from ajo_exports.destinations.data_landing_zone import purge_expired  # the Azure SDK only when it runs
+
         events = []
         for zone in zones:
             with open_destination(zone) as storage:

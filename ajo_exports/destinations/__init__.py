@@ -19,7 +19,7 @@ RESOURCES: dict[str, tuple[str, str]] = {
     "google_cloud_storage": ("ajo_exports.destinations.google_cloud_storage", "GoogleCloudStorageDestination"),
     "sftp": ("ajo_exports.destinations.sftp", "SftpDestination"),
 }
-NOT_RESOURCE_FIELDS = {"type"}
+NOT_RESOURCE_FIELDS = {"type", "max_concurrent_exports"}  # config only: the executor applies the limit
 
 
 def resource_class(destination_type: str) -> type[DestinationResource]:

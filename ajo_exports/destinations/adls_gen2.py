@@ -7,13 +7,14 @@ is not used: it hard-codes the dfs.core.windows.net endpoint and the DFS API, wh
 
 from __future__ import annotations
 
-from azure.core.credentials import AzureNamedKeyCredential, TokenCredential
-from azure.identity import ClientSecretCredential
-from azure.storage.blob import ContainerClient
+from typing import TYPE_CHECKING
 
 from ajo_exports.config import ABFSS_URL
 from ajo_exports.destinations.azure_blob import AzureBlobStorage, AzureTransferSettings, scrub
 from ajo_exports.destinations.base import DestinationError
+
+if TYPE_CHECKING:  # the Azure SDK is imported where it is used: loading definitions never pays for it
+    from azure.core.credentials import AzureNamedKeyCredential, TokenCredential
 
 
 def parse_abfss(url: str) -> tuple[str, str]:
@@ -47,9 +48,13 @@ class AdlsGen2Destination(AzureTransferSettings):
 
         This method is the one test seam: Azurite takes no Azure AD token over plain http, so the end-to-end test
         subclasses the resource and returns the emulator's shared key here; everything else runs unchanged."""
+        from azure.identity import ClientSecretCredential
+
         return ClientSecretCredential(self.tenant, self.client_id, self.client_secret)
 
     def open_storage(self) -> AzureBlobStorage:
+        from azure.storage.blob import ContainerClient
+
         try:
             container, account = parse_abfss(self.url)
         except ValueError as exc:

@@ -14,14 +14,6 @@ from collections.abc import Callable, Mapping
 from pathlib import Path
 from typing import IO, Any, TypeVar
 
-import boto3
-from boto3.exceptions import Boto3Error
-from boto3.s3.transfer import TransferConfig
-from botocore.config import Config
-from botocore.exceptions import BotoCoreError, ClientError, HTTPClientError
-from botocore.exceptions import ConnectionError as BotoConnectionError
-from dagster_aws.s3 import S3Resource
-
 from ajo_exports.destinations.base import DestinationError, DestinationResource, Storage, StoredObject, join_key, retry
 
 T = TypeVar("T")
@@ -54,6 +46,8 @@ TRANSIENT_CODES = {
 
 def client_error(exc: BaseException) -> BaseException:
     """The botocore error behind `exc`: boto3's S3UploadFailedError hides the ClientError in its context."""
+    from botocore.exceptions import BotoCoreError, ClientError  # AWS SDKs load when a destination is used
+
     seen = exc
     while seen is not None:
         if isinstance(seen, ClientError | BotoCoreError):
@@ -64,6 +58,9 @@ def client_error(exc: BaseException) -> BaseException:
 
 def is_transient(exc: BaseException) -> bool:
     """5xx, throttling and broken connections are worth another attempt; everything else is final."""
+    from botocore.exceptions import ClientError, HTTPClientError
+    from botocore.exceptions import ConnectionError as BotoConnectionError
+
     exc = client_error(exc)
     if isinstance(exc, ClientError):
         code = str(exc.response.get("Error", {}).get("Code", ""))
@@ -74,6 +71,9 @@ def is_transient(exc: BaseException) -> bool:
 
 def refusal_reason(exc: BaseException) -> str:
     """A secret-free reason: S3 error messages can echo the access key and the string that was signed."""
+    from botocore.exceptions import ClientError, HTTPClientError
+    from botocore.exceptions import ConnectionError as BotoConnectionError
+
     exc = client_error(exc)
     if isinstance(exc, ClientError):
         code = str(exc.response.get("Error", {}).get("Code", "")) or "error"
@@ -103,6 +103,8 @@ def s3_client(
     endpoint_url: str | None = None,
 ) -> Any:
     """An S3 client from Dagster's S3Resource with explicit endpoint and keys (never the ambient chain)."""
+    from dagster_aws.s3 import S3Resource
+
     return S3Resource(
         region_name=region,
         endpoint_url=endpoint_url,
@@ -115,6 +117,9 @@ def s3_client(
 
 def s3_compatible_client(*, access_key_id: str, secret_access_key: str, endpoint_url: str, region: str) -> Any:
     """A client for an S3-compatible XML API that rejects the x-amz-checksum-* headers boto3 adds by default."""
+    import boto3
+    from botocore.config import Config
+
     return boto3.session.Session().client(
         "s3",
         endpoint_url=endpoint_url,
@@ -154,6 +159,9 @@ class S3Storage(Storage):
 
     def _call(self, action: str, target: str, call: Callable[[], T]) -> T:
         """Run one call with retries; a final failure becomes a DestinationError without the SDK's text."""
+        from boto3.exceptions import Boto3Error
+        from botocore.exceptions import BotoCoreError, ClientError
+
         try:
             return retry(call, is_transient=is_transient, what=f"{self.name}: {action}")
         except (ClientError, BotoCoreError, Boto3Error) as exc:
@@ -169,6 +177,8 @@ class S3Storage(Storage):
         return f"sha256:{value}" if value else None
 
     def publish(self, local_path: Path, key: str) -> StoredObject:
+        from boto3.s3.transfer import TransferConfig
+
         size = local_path.stat().st_size
         chunk = part_size(size, self.min_part_size)
         config = TransferConfig(multipart_threshold=chunk, multipart_chunksize=chunk, max_concurrency=4)
@@ -198,6 +208,8 @@ class S3Storage(Storage):
         return sorted(self._call("list", prefix, page_through), key=lambda obj: obj.key)
 
     def stat(self, key: str) -> StoredObject | None:
+        from botocore.exceptions import ClientError
+
         def head() -> dict | None:
             try:
                 return self.client.head_object(Bucket=self.bucket, Key=self._key(key), ChecksumMode="ENABLED")
@@ -210,6 +222,8 @@ class S3Storage(Storage):
         return None if found is None else StoredObject(key, found["ContentLength"], self.native_checksum(found))
 
     def open_read(self, key: str) -> IO[bytes]:
+        from botocore.exceptions import ClientError
+
         def get() -> IO[bytes]:
             try:
                 return self.client.get_object(Bucket=self.bucket, Key=self._key(key))["Body"]
@@ -221,6 +235,8 @@ class S3Storage(Storage):
         return self._call("read", key, get)
 
     def delete(self, key: str) -> None:
+        from botocore.exceptions import ClientError
+
         def remove() -> None:
             try:
                 self.client.delete_object(Bucket=self.bucket, Key=self._key(key))
@@ -269,6 +285,10 @@ class AmazonS3Destination(DestinationResource):
         return S3Storage(self.name, client, self.bucket, self.folder)
 
     def _assume_role(self) -> tuple[str, str, str]:
+        import boto3
+        from botocore.config import Config
+        from botocore.exceptions import BotoCoreError, ClientError
+
         key_id = self.access_key_id or os.environ.get("AWS_ACCESS_KEY_ID")
         secret = self.secret_access_key or os.environ.get("AWS_SECRET_ACCESS_KEY")
         action = f"assume role {self.role_arn} (sts:AssumeRole)"

@@ -15,21 +15,14 @@ import re
 from collections.abc import Callable, Iterable
 from datetime import datetime
 from pathlib import Path
-from typing import IO, TypeVar
+from typing import IO, TYPE_CHECKING, TypeVar
 from urllib.parse import parse_qs, urlsplit, urlunsplit
 
-from azure.core.exceptions import (
-    AzureError,
-    ClientAuthenticationError,
-    HttpResponseError,
-    IncompleteReadError,
-    ResourceNotFoundError,
-    ServiceRequestError,
-    ServiceResponseError,
-)
-from azure.storage.blob import ContainerClient, ContentSettings
-
 from ajo_exports.destinations.base import DestinationError, DestinationResource, Storage, StoredObject, join_key, retry
+
+if TYPE_CHECKING:  # the Azure SDK is imported where it is used: loading definitions never pays for it
+    from azure.core.exceptions import AzureError
+    from azure.storage.blob import ContainerClient
 
 T = TypeVar("T")
 MiB = 1024 * 1024
@@ -69,6 +62,8 @@ def error_code(exc: BaseException) -> str | None:
 
 def is_transient(exc: BaseException) -> bool:
     """Connection failures, throttling and 5xx are worth another try; refusals are not."""
+    from azure.core.exceptions import HttpResponseError, IncompleteReadError, ServiceRequestError, ServiceResponseError
+
     if isinstance(exc, ServiceRequestError | ServiceResponseError | IncompleteReadError):
         return True
     if isinstance(exc, HttpResponseError):
@@ -114,6 +109,8 @@ class _BlobReader(io.RawIOBase):
         return True
 
     def readinto(self, buffer) -> int:
+        from azure.core.exceptions import AzureError
+
         try:
             data = self._downloader.read(len(buffer))
         except AzureError as exc:
@@ -151,6 +148,8 @@ class AzureBlobStorage(Storage):
 
     def refusal(self, operation: str, key: str, exc: BaseException) -> DestinationError:
         """The DestinationError for an SDK failure: which permission, what was refused, never a secret."""
+        from azure.core.exceptions import ClientAuthenticationError, HttpResponseError
+
         action = f"{operation} {self.uri(key)}"
         code = error_code(exc)
         status = exc.status_code if isinstance(exc, HttpResponseError) else None
@@ -168,6 +167,8 @@ class AzureBlobStorage(Storage):
         return DestinationError(self.name, action, scrub(reason, self._secrets), transient=transient)
 
     def _call(self, operation: str, key: str, action: Callable[[], T]) -> T:
+        from azure.core.exceptions import AzureError
+
         try:
             return retry(action, is_transient=is_transient, what=f"{self.name}: {operation} {self.uri(key)}")
         except AzureError as exc:
@@ -175,6 +176,8 @@ class AzureBlobStorage(Storage):
         raise error  # outside the except block, so no SDK exception (with its URLs) rides along as context
 
     def publish(self, local_path: Path, key: str) -> StoredObject:
+        from azure.storage.blob import ContentSettings
+
         size = local_path.stat().st_size
         settings = ContentSettings(content_md5=bytearray(file_md5(local_path)))
         blob = self.container.get_blob_client(self._blob(key))
@@ -213,6 +216,8 @@ class AzureBlobStorage(Storage):
         return [stored for stored, _ in self.listing(prefix)]
 
     def stat(self, key: str) -> StoredObject | None:
+        from azure.core.exceptions import ResourceNotFoundError
+
         blob = self.container.get_blob_client(self._blob(key))
 
         def run() -> StoredObject | None:
@@ -232,6 +237,8 @@ class AzureBlobStorage(Storage):
         return io.BufferedReader(_BlobReader(downloader, lambda exc: self.refusal("read", key, exc)), buffer_size=MiB)
 
     def delete(self, key: str) -> None:
+        from azure.core.exceptions import ResourceNotFoundError
+
         blob = self.container.get_blob_client(self._blob(key))
 
         def run() -> None:
@@ -296,6 +303,8 @@ class AzureBlobDestination(AzureTransferSettings):
         return "azure_blob"
 
     def open_storage(self) -> AzureBlobStorage:
+        from azure.storage.blob import ContainerClient
+
         try:
             client = ContainerClient.from_connection_string(
                 self.connection_string, self.container, **self.client_settings()

@@ -9,8 +9,6 @@ from __future__ import annotations
 from datetime import UTC, datetime, timedelta
 from urllib.parse import parse_qs, urlsplit
 
-from azure.storage.blob import ContainerClient
-
 from ajo_exports.destinations.azure_blob import AzureBlobStorage, AzureTransferSettings
 from ajo_exports.destinations.base import DestinationError
 
@@ -28,6 +26,8 @@ class DataLandingZoneDestination(AzureTransferSettings):
         return "data_landing_zone"
 
     def open_storage(self) -> AzureBlobStorage:
+        from azure.storage.blob import ContainerClient  # the Azure SDK only when a destination is opened
+
         if "sig" not in parse_qs(urlsplit(self.sas_url).query):
             raise DestinationError(
                 self.name, "connect",

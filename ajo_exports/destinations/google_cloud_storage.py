@@ -16,15 +16,7 @@ import json
 import re
 from collections.abc import Callable, Mapping
 from pathlib import Path
-from typing import IO, Any, TypeVar
-
-import google_crc32c
-import requests
-from google.api_core import exceptions as api_exceptions
-from google.auth import exceptions as auth_exceptions
-from google.auth.credentials import AnonymousCredentials, Credentials
-from google.cloud import storage
-from google.oauth2 import service_account
+from typing import IO, TYPE_CHECKING, Any, TypeVar
 
 from ajo_exports.destinations.amazon_s3 import S3Storage, s3_compatible_client
 from ajo_exports.destinations.base import (
@@ -36,6 +28,10 @@ from ajo_exports.destinations.base import (
     join_key,
     retry,
 )
+
+if TYPE_CHECKING:  # the Google SDK is imported where it is used: loading definitions never pays for it
+    from google.auth.credentials import Credentials
+    from google.cloud import storage
 
 T = TypeVar("T")
 XML_ENDPOINT = "https://storage.googleapis.com"
@@ -72,6 +68,10 @@ class GcsInteropStorage(S3Storage):
 
 def is_transient(exc: BaseException) -> bool:
     """429/5xx, dropped connections and failed token fetches over the network are worth another attempt."""
+    import requests
+    from google.api_core import exceptions as api_exceptions
+    from google.auth import exceptions as auth_exceptions
+
     if isinstance(exc, api_exceptions.GoogleAPICallError):
         return exc.code is not None and (exc.code == 429 or exc.code >= 500)
     return isinstance(exc, requests.ConnectionError | requests.Timeout | auth_exceptions.TransportError)
@@ -79,6 +79,9 @@ def is_transient(exc: BaseException) -> bool:
 
 def refusal_reason(exc: BaseException) -> str:
     """A secret-free reason, in the user's words (the SDK's text is never shown)."""
+    from google.api_core import exceptions as api_exceptions
+    from google.auth import exceptions as auth_exceptions
+
     if isinstance(exc, auth_exceptions.RefreshError):
         return "the service account credentials were rejected by the token endpoint"
     if isinstance(exc, api_exceptions.GoogleAPICallError):
@@ -95,6 +98,8 @@ def refusal_reason(exc: BaseException) -> str:
 
 def file_crc32c(path: Path) -> str:
     """Base64 CRC32C of a file, streamed: GCS checks it before it finalizes a resumable upload."""
+    import google_crc32c
+
     checksum = google_crc32c.Checksum()
     with path.open("rb") as stream:
         for chunk in iter(lambda: stream.read(CHUNK), b""):
@@ -118,6 +123,10 @@ class GcsStorage(Storage):
         return join_key(self.folder, key)
 
     def _call(self, action: str, target: str, call: Callable[[], T]) -> T:
+        import requests
+        from google.api_core import exceptions as api_exceptions
+        from google.auth import exceptions as auth_exceptions
+
         try:
             return retry(call, is_transient=is_transient, what=f"{self.name}: {action}")
         except (api_exceptions.GoogleAPICallError, auth_exceptions.GoogleAuthError, requests.RequestException) as exc:
@@ -165,6 +174,8 @@ class GcsStorage(Storage):
         return blob.open("rb", chunk_size=self.chunk_size, retry=None)
 
     def delete(self, key: str) -> None:
+        from google.api_core import exceptions as api_exceptions
+
         def remove() -> None:
             try:
                 self.bucket.delete_blob(self._key(key), retry=None)
@@ -198,6 +209,8 @@ class GoogleCloudStorageDestination(DestinationResource):
         return "google_cloud_storage"
 
     def open_storage(self) -> Storage:
+        from google.cloud import storage
+
         if self.hmac_access_key_id and self.hmac_secret:
             client = s3_compatible_client(access_key_id=self.hmac_access_key_id, secret_access_key=self.hmac_secret,
                                           endpoint_url=self.endpoint_url or XML_ENDPOINT, region="auto")
@@ -209,6 +222,9 @@ class GoogleCloudStorageDestination(DestinationResource):
 
     def _credentials(self) -> tuple[Credentials, str | None]:
         """Explicit credentials from the key (never Application Default Credentials or the metadata server)."""
+        from google.auth.credentials import AnonymousCredentials
+        from google.oauth2 import service_account
+
         action = "read the service account key (service_account_json)"
         if not self.service_account_json:
             raise DestinationError(self.name, action, "give hmac_access_key_id and hmac_secret, "

@@ -28,11 +28,12 @@ import socket
 import stat as statmode
 from collections.abc import Callable
 from pathlib import Path
-from typing import IO, TypeVar
-
-import paramiko
+from typing import IO, TYPE_CHECKING, TypeVar
 
 from ajo_exports.destinations.base import DestinationError, DestinationResource, Storage, StoredObject, join_key, retry
+
+if TYPE_CHECKING:  # paramiko is imported where it is used: loading definitions never pays for it
+    import paramiko
 
 log = logging.getLogger(__name__)
 T = TypeVar("T")
@@ -40,18 +41,20 @@ TRANSIENT_ERRNOS = {
     errno.ECONNRESET, errno.ECONNREFUSED, errno.ECONNABORTED, errno.EPIPE, errno.ETIMEDOUT,
     errno.EHOSTUNREACH, errno.ENETUNREACH, errno.ENETDOWN,
 }
-KEY_CLASSES = (paramiko.RSAKey, paramiko.Ed25519Key, paramiko.ECDSAKey)
+KEY_CLASSES = ("RSAKey", "Ed25519Key", "ECDSAKey")  # paramiko's key classes, tried in this order
 
 
 def load_private_key(value: str) -> paramiko.PKey:
     """The key AEP takes: Base64 of a PEM/OpenSSH private key without passphrase (plain PEM text is accepted too)."""
+    import paramiko
+
     text = value.strip()
     if "PRIVATE KEY" not in text:
         try:
             text = base64.b64decode("".join(text.split()), validate=True).decode("ascii")
         except (binascii.Error, UnicodeDecodeError, ValueError):
             raise ValueError("private_key is not Base64 of a PEM/OpenSSH private key") from None
-    for key_class in KEY_CLASSES:
+    for key_class in (getattr(paramiko, name) for name in KEY_CLASSES):
         try:
             return key_class.from_private_key(io.StringIO(text))
         except paramiko.PasswordRequiredException:
@@ -63,6 +66,8 @@ def load_private_key(value: str) -> paramiko.PKey:
 
 def parse_known_hosts(text: str) -> tuple[paramiko.HostKeys, list[paramiko.PKey]]:
     """Known host keys and `@revoked` keys from known_hosts lines; `@cert-authority` lines are not supported."""
+    import paramiko
+
     keys = paramiko.HostKeys()
     revoked: list[paramiko.PKey] = []
     for number, raw in enumerate(text.splitlines(), 1):
@@ -155,6 +160,8 @@ class SftpStorage(Storage):
             raise DestinationError(self.name, "read known_hosts", str(exc)) from None
 
     def _connect(self) -> paramiko.SFTPClient:
+        import paramiko
+
         try:
             sock = socket.create_connection((self.host, self.port), timeout=self.timeout)
         except socket.gaierror:
@@ -237,6 +244,8 @@ class SftpStorage(Storage):
         self._sftp = self._transport = None
 
     def _is_transient(self, exc: BaseException) -> bool:
+        import paramiko
+
         if isinstance(exc, DestinationError):
             return exc.transient
         if isinstance(exc, (paramiko.SSHException, EOFError, socket.timeout, ConnectionError)):
