@@ -255,9 +255,10 @@ def cmd_run(args: argparse.Namespace, config: ExportsConfig) -> int:
         [d for d in config.datasets_of(config.dataflow(name)) if not args.dataset or d.slug in args.dataset]
         for name in dataflows
     ]
-    processes = StepProcesses(config_path(), ajo_home())
+    # several exports run concurrently in step processes (unless execution.max_concurrent is 1)
+    processes = StepProcesses(config_path(), ajo_home()) if config.execution.concurrency > 1 else None
     concurrent = [name for name, datasets in zip(dataflows, selected, strict=True) if len(datasets) > 1]
-    if concurrent:  # several exports run concurrently in step processes, whose server loads meanwhile
+    if processes and concurrent:  # the server that forks the step processes loads meanwhile
         start_step_processes(ajo_home() / "dagster" / "logs" / "step-processes.log", [
             processes.job_args(name) for name in concurrent
         ])

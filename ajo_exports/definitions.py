@@ -20,6 +20,7 @@ from dagster import (
     ExecutorDefinition,
     JobDefinition,
     define_asset_job,
+    in_process_executor,
     multiprocess_executor,
 )
 
@@ -51,7 +52,10 @@ def export_specs(config: ExportsConfig) -> list[ExportAssetSpec]:
 
 def executor_for(config: ExportsConfig) -> ExecutorDefinition:
     """Steps in processes forked from a forkserver that imported STEP_PRELOAD once, at most
-    `execution.max_concurrent` at once and per destination at most its `max_concurrent_exports`."""
+    `execution.max_concurrent` at once and per destination at most its `max_concurrent_exports`; with
+    `max_concurrent: 1` (or one core), every step in the run's own process, one after the other."""
+    if config.execution.concurrency == 1:
+        return in_process_executor
     return multiprocess_executor.configured(
         {
             "max_concurrent": config.execution.concurrency,

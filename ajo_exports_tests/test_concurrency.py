@@ -231,3 +231,31 @@ def test_max_concurrent_exports_is_validated_and_needs_no_new_confirmation(tmp_p
     assert default.execution.concurrency == os.cpu_count()
     # how fast files arrive is not what was reviewed and confirmed: the schedule keeps running as confirmed
     assert dataflow_hash(default, default.dataflows[0]) == dataflow_hash(four, four.dataflows[0])
+
+
+@pytest.mark.parametrize("max_concurrent", [2, 1])
+def test_ajo_exports_run_exports_several_datasets_in_step_processes_unless_max_concurrent_is_1(
+    lake_root: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture,
+    max_concurrent: int,
+) -> None:
+    from ajo_exports.cli import main
+
+    home = tmp_path / "home"
+    home.mkdir()
+    (home / "lake").symlink_to(lake_root)
+    config_file = tmp_path / "exports.yaml"
+    config_file.write_text(local_config(tmp_path / "exports", [FEEDBACK, JOURNEYS], limit=2,
+                                        max_concurrent=max_concurrent))
+    for name, value in (("AJO_EXPORTS_CONFIG", config_file), ("AJO_EXPORTS_HOME", home),
+                        ("DAGSTER_HOME", home / "dagster")):
+        monkeypatch.setenv(name, str(value))
+    assert main(["run", "--export-time", EXPORT_TIME.isoformat()]) == 0
+    printed = capsys.readouterr().out
+    assert printed.count("passed") == 2, printed
+    with DagsterInstance.get() as instance:
+        (run,) = instance.get_runs()
+        pids = step_processes(instance, run.run_id)
+    if max_concurrent == 1:
+        assert pids == {}, "execution.max_concurrent 1 exports in the command's own process"
+    else:
+        assert len(set(pids.values())) == 4 and os.getpid() not in pids.values(), pids

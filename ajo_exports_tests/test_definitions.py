@@ -12,6 +12,7 @@ from dagster import AssetKey, DagsterInstance
 
 from ajo_exports.config import BUNDLED_CONFIG, load_config
 from ajo_exports.definitions import build_definitions
+from ajo_exports_tests.helpers import parse_config
 
 SNAPSHOT = [
     ("aep/ajo_bcc_feedback_event_dataset", "prime"),
@@ -124,6 +125,10 @@ def test_exports_checks_and_jobs_carry_their_destination_for_the_concurrency_lim
         ops = {node.name: node.tags for node in job.graph.node_defs}
         assert ops and all(tags == {"ajo/destination": destination} for tags in ops.values()), ops
         assert any(name.endswith("_delivered") for name in ops) and not any(name.endswith("_fresh") for name in ops)
+    sequential = parse_config(SCHEDULED.replace("max_concurrent: 3", "max_concurrent: 1"))
+    assert build_definitions(sequential, tmp_path).get_repository_def().get_job("export_once").executor_def.name == (
+        "in_process"
+    )
 
 
 def test_fresh_checks_are_one_subsettable_definition_with_a_check_per_scheduled_export(tmp_path: Path) -> None:
