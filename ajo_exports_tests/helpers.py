@@ -47,7 +47,7 @@ def parse_config(config_yaml: str) -> ExportsConfig:
         Path(handle.name).unlink()
 
 
-def _as_run(report: RunReport) -> ExportRun:
+def as_run(report: RunReport) -> ExportRun:
     run = ExportRun(success=report.success, run_id=report.run_id, error=report.error)
     for slug, item in report.exports.items():
         if item.metadata:
@@ -81,7 +81,7 @@ def run_export(
         with_checks=with_checks,
         partition_key=partition_key,
     )
-    return _as_run(report)
+    return as_run(report)
 
 
 def run_checks(
@@ -106,7 +106,7 @@ def run_checks(
         partition_key=partition_key,
     )
     assert report.success, report.error
-    return _as_run(report).checks
+    return as_run(report).checks
 
 
 def disk_instance() -> DagsterInstance:

@@ -16,8 +16,8 @@ from dagster import DagsterEventType, DagsterInstance
 from ajo_exports.activation import dataflow_hash
 from ajo_exports.config import ConfigError, load_config
 from ajo_exports.definitions import build_definitions, export_specs
-from ajo_exports.operations import RunReport, StepProcesses, dataflow_runs, run_dataflow
-from ajo_exports_tests.helpers import ExportRun, dagster_text, lake_rows, parse_config
+from ajo_exports.operations import StepProcesses, dataflow_runs, run_dataflow
+from ajo_exports_tests.helpers import ExportRun, as_run, dagster_text, lake_rows, parse_config
 from ajo_exports_tests.servers.s3 import MotoServer, assert_delivered
 
 EXPORT_TIME = datetime(2026, 11, 2, 6, 0, tzinfo=UTC)
@@ -37,16 +37,6 @@ def own_step_processes():
     stop_step_processes()
     yield
     stop_step_processes()
-
-
-def as_run(report: RunReport) -> ExportRun:
-    run = ExportRun(success=report.success, run_id=report.run_id, error=report.error)
-    for slug, item in report.exports.items():
-        if item.metadata:
-            run.exports[slug] = item.metadata
-        if item.check_passed is not None:
-            run.checks[slug] = (item.check_passed, item.check_description)
-    return run
 
 
 def export(config_yaml: str, lake_root: Path, tmp_path: Path, instance: DagsterInstance, *, concurrent: bool,
