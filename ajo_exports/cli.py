@@ -222,7 +222,17 @@ def _print_report(report, config: ExportsConfig, dataflow: str) -> None:
     failed = [i for i in report.exports.values() if i.check_passed is False]
     for item in failed:
         print(f"  check failed for {item.slug}: {item.check_description}")
-    print(f"files landed in {config.destination(config.dataflow(dataflow).destination).location}")
+    print(f"files landed in {landed_in(report) or config.destination(config.dataflow(dataflow).destination).location}")
+
+
+def landed_in(report) -> str | None:
+    """The destination folder as the destination itself reported it (its real path, e.g. an SFTP login folder
+    resolved), taken from an export's window folder URI minus the window folder."""
+    for item in report.exports.values():
+        uri, folder = item.metadata.get("folder_uri"), item.metadata.get("folder")
+        if uri and folder and uri.rstrip("/").endswith(folder.strip("/")):
+            return uri.rstrip("/")[: -len(folder.strip("/"))].rstrip("/")
+    return None
 
 
 def last_closed_window(flow: Dataflow) -> str | None:

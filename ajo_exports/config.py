@@ -129,6 +129,15 @@ class _Model(BaseModel):
 DEFAULT_MAX_CONCURRENT_EXPORTS = 2
 
 
+def clean_folder(value: str) -> str:
+    """A folder inside the destination's bucket or container: allowed characters only, no '..', no outer '/'."""
+    if not FOLDER.match(value):
+        raise ValueError("folders may hold only ASCII letters, digits and / ! - _ . * ' ( )")
+    if ".." in value.split("/"):
+        raise ValueError("folders may not contain '..'")
+    return value.strip("/")
+
+
 class _DestinationBase(_Model):
     name: str
     folder: str = ""
@@ -147,11 +156,7 @@ class _DestinationBase(_Model):
     @field_validator("folder")
     @classmethod
     def _folder(cls, value: str) -> str:
-        if not FOLDER.match(value):
-            raise ValueError("folders may hold only ASCII letters, digits and / ! - _ . * ' ( )")
-        if ".." in value.split("/"):
-            raise ValueError("folders may not contain '..'")
-        return value.strip("/")
+        return clean_folder(value)
 
     @property
     def destination_id(self) -> str:
@@ -318,9 +323,17 @@ class SftpDestinationConfig(_DestinationBase):
             raise ValueError("give known_hosts or host_key_fingerprint: unknown host keys are refused")
         return self
 
+    @field_validator("folder")
+    @classmethod
+    def _folder(cls, value: str) -> str:
+        """A path on the server: an absolute folder is used as given, a relative one is under the login folder."""
+        return ("/" if value.startswith("/") else "") + clean_folder(value)
+
     @property
     def location(self) -> str:
-        return f"sftp://{self.username}@{self.host}:{self.port}/{self.folder}"
+        """`/~/` names the login folder, as curl's sftp:// URLs do; the real path is known once connected."""
+        path = self.folder if self.folder.startswith("/") else "/~/" + self.folder
+        return f"sftp://{self.username}@{self.host}:{self.port}{path}"
 
 
 DestinationConfig = Annotated[

@@ -52,3 +52,12 @@ def dagster_instances_on_disk(tmp_path_factory: pytest.TempPathFactory):
     folder = tmp_path_factory.mktemp("dagster-instances")
     os.environ["AJO_TEST_INSTANCES"] = str(folder)
     yield folder
+
+
+def pytest_sessionfinish(session: pytest.Session, exitstatus: int) -> None:
+    """Write and print the robustness figures the tests recorded (ajo_exports_tests.figures)."""
+    from ajo_exports_tests import figures
+
+    path = figures.write()
+    if path is not None:
+        print(f"\nrobustness figures ({path}):\n{figures.table()}")

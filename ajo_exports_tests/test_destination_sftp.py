@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import base64
 import hashlib
+import json
 import os
 import posixpath
 import re
@@ -16,6 +17,7 @@ import uuid
 from collections.abc import Iterator
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
+from types import SimpleNamespace
 
 import paramiko
 import polars as pl
@@ -23,6 +25,7 @@ import pytest
 import yaml
 
 from ajo_exports.catalog import get_dataset
+from ajo_exports.cli import landed_in
 from ajo_exports.config import destination_id
 from ajo_exports.destinations import build_destination
 from ajo_exports.destinations.base import DestinationError
@@ -403,6 +406,51 @@ def test_export_through_dagster(sftp_server: Sshd, folder: str, lake_root: Path,
         assert run.checks[slug][0], run.checks[slug][1]
         expected_keys += keys
     assert sorted(delivered) == sorted(expected_keys), "nothing else (no .part) at the destination"
+
+
+def files_on_disk(root: Path) -> list[str]:
+    """Every file under `root` on the server's own filesystem, not through any SFTP client."""
+    return sorted(str(path.relative_to(root)) for path in root.rglob("*") if path.is_file())
+
+
+@pytest.mark.parametrize("kind", ["absolute", "relative"])
+def test_folder_lands_where_it_says_on_the_servers_filesystem(kind: str, sftp_server: Sshd, lake_root: Path,
+                                                              instance, monkeypatch, capsys) -> None:
+    """An absolute folder is used as given, a relative one is under the login folder; the metadata URIs, the
+    manifest's sinkPath and the CLI's "files landed in" name that real path (an absolute folder once landed in
+    ~/srv/upload/ajo while every report, and the delivery check, said /srv/upload/ajo)."""
+    token = uuid.uuid4().hex[:10]
+    if kind == "absolute":
+        real = Path(f"/tmp/ajo-sftp-abs-{token}/srv/upload/ajo")
+        folder = str(real)
+    else:
+        folder = f"ajo-sftp-rel-{token}/upload/ajo"
+        real = sftp_server.home / folder
+    monkeypatch.setenv("AJO_TEST_SFTP_PASSWORD", sftp_server.password or "")
+    config = sftp_config(sftp_server, folder, secret_env="AJO_TEST_SFTP_PASSWORD", datasets=[FEEDBACK])
+    try:
+        run = run_export(config, lake_root, dataflow="to-sftp", export_time=EXPORT_TIME, instance=instance)
+        assert run.success, run.error
+        dataset_id = get_dataset(FEEDBACK).dataset_id
+        on_disk = files_on_disk(real)
+        assert [f for f in on_disk if "/part-" in f] == run.exports[FEEDBACK]["keys"]
+        assert len([f for f in on_disk if "/manifest-" in f]) == 1
+        stray = [p for p in sftp_server.home.rglob("*") if f"ajo-sftp-abs-{token}" in str(p)]
+        assert kind == "relative" or not stray, f"an absolute folder was created under the login folder: {stray}"
+        base = f"sftp://{sftp_server.username}@{sftp_server.host}:{sftp_server.port}{real}"
+        assert run.exports[FEEDBACK]["folder_uri"] == f"{base}/{dataset_id}/exportTime=202611020600"
+        assert run.exports[FEEDBACK]["uris"] == [f"{base}/{key}" for key in run.exports[FEEDBACK]["keys"]]
+        manifest = json.loads(next(real.rglob("manifest-*.json")).read_text())
+        sink_paths = {item["sinkPath"] for item in manifest["exportResults"]}
+        assert sink_paths == {f"{real}/{dataset_id}/exportTime=202611020600"}
+        assert run.checks[FEEDBACK][0], run.checks[FEEDBACK][1]
+        parsed = parse_config(config)
+        expected = folder if kind == "absolute" else "/~/" + folder
+        assert parsed.destination("sftp-out").location.endswith(f":{sftp_server.port}{expected}")
+        report = SimpleNamespace(exports={FEEDBACK: SimpleNamespace(metadata=run.exports[FEEDBACK])})
+        assert landed_in(report) == base  # the CLI's "files landed in"
+    finally:
+        shutil.rmtree(real.parents[2], ignore_errors=True)
 
 
 def test_delivery_check_fails_on_a_deleted_and_a_corrupted_file(sftp_server: Sshd, folder: str, lake_root: Path,

@@ -102,7 +102,8 @@ def fingerprint_matches(key: paramiko.PKey, expected: str) -> bool:
 
 
 class SftpStorage(Storage):
-    """One SSH connection (reopened after a drop) to an SFTP server, rooted at `folder` under the login folder."""
+    """One SSH connection (reopened after a drop) to an SFTP server, rooted at `folder`: an absolute folder as
+    given, a relative one under the login folder."""
 
     def __init__(
         self,
