@@ -421,10 +421,12 @@ def test_folder_lands_where_it_says_on_the_servers_filesystem(kind: str, sftp_se
     ~/srv/upload/ajo while every report, and the delivery check, said /srv/upload/ajo)."""
     token = uuid.uuid4().hex[:10]
     if kind == "absolute":
-        real = Path(f"/tmp/ajo-sftp-abs-{token}/srv/upload/ajo")
+        top = Path(f"/tmp/ajo-sftp-abs-{token}")
+        real = top / "srv/upload/ajo"
         folder = str(real)
     else:
         folder = f"ajo-sftp-rel-{token}/upload/ajo"
+        top = sftp_server.home / f"ajo-sftp-rel-{token}"
         real = sftp_server.home / folder
     monkeypatch.setenv("AJO_TEST_SFTP_PASSWORD", sftp_server.password or "")
     config = sftp_config(sftp_server, folder, secret_env="AJO_TEST_SFTP_PASSWORD", datasets=[FEEDBACK])
@@ -450,7 +452,7 @@ def test_folder_lands_where_it_says_on_the_servers_filesystem(kind: str, sftp_se
         report = SimpleNamespace(exports={FEEDBACK: SimpleNamespace(metadata=run.exports[FEEDBACK])})
         assert landed_in(report) == base  # the CLI's "files landed in"
     finally:
-        shutil.rmtree(real.parents[2], ignore_errors=True)
+        shutil.rmtree(top, ignore_errors=True)  # never the login folder itself: later tests write there
 
 
 def test_delivery_check_fails_on_a_deleted_and_a_corrupted_file(sftp_server: Sshd, folder: str, lake_root: Path,
