@@ -5,6 +5,7 @@ from __future__ import annotations
 import argparse
 import json
 import os
+import re
 import shutil
 import sys
 import uuid
@@ -13,6 +14,7 @@ from contextlib import contextmanager
 from dataclasses import asdict
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
+from typing import NoReturn
 
 from ajo_exports.activation import Confirmations
 from ajo_exports.catalog import DATASETS, Tier, UnknownDatasetError, datasets_for_tier, get_dataset
@@ -38,6 +40,45 @@ INSTANCE_YAML = "telemetry:\n  enabled: false\nnux:\n  enabled: false\n"
 
 class CliError(Exception):
     """A user-facing failure: printed as one line, exit status 2."""
+
+
+class OneLineParser(argparse.ArgumentParser):
+    """argparse, but a bad argument is one line on stderr (no usage block), exit 2: the same shape as every other
+    error of the command, so scripts and people see one thing to fix."""
+
+    def error(self, message: str) -> NoReturn:
+        self.exit(2, f"ajo-exports: error: {message}\n")
+
+
+def positive_int(text: str) -> int:
+    """`--rows` and `--batches`: a whole number of at least 1 (argparse names the argument)."""
+    try:
+        value = int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"{text!r} is not a whole number (at least 1)") from None
+    if value < 1:
+        raise argparse.ArgumentTypeError(f"{value} is not allowed: give a whole number of at least 1")
+    return value
+
+
+def utc_time(text: str) -> datetime:
+    """An ISO-8601 time with its offset (`2026-11-30T03:15:00Z`): a naive time would mean the machine's zone."""
+    try:
+        moment = datetime.fromisoformat(text.strip().replace("z", "Z"))
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"{text!r} is not an ISO-8601 UTC time such as 2026-11-30T03:15:00Z") from None
+    if moment.tzinfo is None:
+        raise argparse.ArgumentTypeError(f"{text!r} has no time zone: write it in UTC, e.g. {text.strip()}Z")
+    return moment.astimezone(UTC)
+
+
+def past_utc_time(text: str) -> datetime:
+    """`--ingested-at`: a UTC time that has already happened (a batch cannot be ingested in the future)."""
+    moment = utc_time(text)
+    now = datetime.now(UTC)
+    if moment > now:
+        raise argparse.ArgumentTypeError(f"{text!r} is in the future (now is {now:%Y-%m-%dT%H:%M:%SZ})")
+    return moment
 
 
 def prepare_home(home: Path) -> Path:
@@ -128,6 +169,14 @@ def seed_only(lake: LocalLake, datasets: list, *, rows: int, batches: int, seed:
     return {slug: lake.list_batches(get_dataset(slug)) for slug in written}
 
 
+def _config_if_valid() -> ExportsConfig | None:
+    """The config in force for an optional extra (the windows `lake append` names); the lake never needs it."""
+    try:
+        return load_config(config_path())
+    except ConfigError:
+        return None
+
+
 def cmd_lake(args: argparse.Namespace, config: ExportsConfig | None) -> int:
     lake = LocalLake(ajo_home() / "lake")
     if args.lake_command == "seed":
@@ -143,12 +192,33 @@ def cmd_lake(args: argparse.Namespace, config: ExportsConfig | None) -> int:
         )
         return 0
     dataset = get_dataset(args.dataset)
-    now = datetime.now(UTC)
+    now = args.ingested_at or datetime.now(UTC)
     existing = lake.list_batches(dataset) if lake.is_seeded(dataset) else []
     frame = generate_batch(dataset, args.rows, seed=args.seed, batch_index=len(existing), now=now)
     batch = lake.append_batch(dataset, frame, ingested_at=now)
-    print(f"appended batch {batch.batch_id} ({batch.rows} rows) to {dataset.slug}, ingested {now.isoformat()}")
+    stamp = batch.ingested_at.isoformat().replace("+00:00", "Z")
+    windows = _windows_of(_config_if_valid(), dataset, now)
+    print(f"appended batch {batch.batch_id} ({batch.rows} rows) to {dataset.slug}, ingested {stamp}{windows}")
     return 0
+
+
+def _windows_of(config: ExportsConfig | None, dataset, moment: datetime) -> str:
+    """`, window daily 2026-11-30`: which export window of each scheduled dataflow takes a batch ingested at
+    `moment` (cheap: no Dagster instance), so a replay or late-data test knows what to run."""
+    if config is None:
+        return ""
+    found = []
+    for flow in config.dataflows:
+        partitions = partitions_for(flow.schedule)
+        if partitions is None or dataset not in config.datasets_of(flow):
+            continue
+        start, end = flow.schedule.start, flow.schedule.end
+        if start is None or end is None or moment >= end:
+            continue
+        first = partitions.get_first_partition_key()
+        window = first if moment < start else partitions.get_partition_key_for_timestamp(moment.timestamp())
+        found.append(f"{flow.name} {window}")
+    return f", window {', '.join(found)}" if found else ""
 
 
 def _definitions(config: ExportsConfig):
@@ -249,6 +319,32 @@ def last_closed_window(flow: Dataflow) -> str | None:
     return keys[-1]
 
 
+def without_class(error: str | None) -> str | None:
+    """Dagster prefixes a step's error with its class (`ajo_exports.lake.source.LakeError: ...`): the product's own
+    errors are already sentences, so the prefix goes; any other class stays, it says what broke."""
+    return re.sub(r"\bajo_exports(?:\.\w+)+\.\w*Error: ", "", error) if error else error
+
+
+def check_window(flow: Dataflow, window: str) -> None:
+    """Refuse a `--window` that is not a closed window of the dataflow before Dagster sees it (its error is a
+    traceback), naming the format, the first window and the latest closed one."""
+    partitions = partitions_for(flow.schedule)
+    if partitions is None:
+        raise CliError(f"--window {window}: dataflow {flow.name!r} is a once export and has no windows: drop --window")
+    closed = partitions.get_partition_keys(current_time=datetime.now(UTC))
+    if window in closed:
+        return
+    shape = "YYYY-MM-DD" if flow.schedule.frequency is Frequency.DAILY else "YYYY-MM-DD-HH:MM"
+    first = partitions.get_first_partition_key()
+    closes = first_export(flow)
+    latest = f"latest closed {closed[-1]}" if closed else f"none closed before {closes:%Y-%m-%d %H:%M} UTC"
+    opened = partitions.get_partition_keys(current_time=flow.schedule.end)
+    why = f"window of dataflow {flow.name!r} has not closed yet" if window in opened else (
+        f"not a window of dataflow {flow.name!r}"
+    )
+    raise CliError(f"--window {window}: {why} (format {shape}; first {first}, {latest})")
+
+
 def cmd_run(args: argparse.Namespace, config: ExportsConfig) -> int:
     from ajo_exports.operations import StepProcesses, run_dataflow, start_step_processes
     from ajo_exports.progress import RUN_TAG
@@ -256,11 +352,21 @@ def cmd_run(args: argparse.Namespace, config: ExportsConfig) -> int:
     require(config, args, Permission.MANAGE_AND_ACTIVATE_DATASET_DESTINATIONS)
     for slug in args.dataset or []:
         get_dataset(slug)
-    export_time = datetime.fromisoformat(args.export_time) if args.export_time else None
+    export_time = args.export_time
+    dataflows = _dataflows(config, args.dataflow)
+    if args.window:
+        for name in dataflows:
+            check_window(config.dataflow(name), args.window)
+    for name in dataflows:  # Dagster's own error for an unset EnvVar is a traceback deep in resource set-up
+        destination = config.destination(config.dataflow(name).destination)
+        missing = destination.missing_secrets()
+        if missing:
+            raise CliError(
+                f"{config_path()}: destination {destination.name!r} needs environment variables: {', '.join(missing)}"
+            )
     lake = LocalLake(ajo_home() / "lake")
     if not lake.has_data():
         raise CliError(f"the lake at {lake.root} is empty: run `ajo-exports lake seed` first")
-    dataflows = _dataflows(config, args.dataflow)
     selected = [
         [d for d in config.datasets_of(config.dataflow(name)) if not args.dataset or d.slug in args.dataset]
         for name in dataflows
@@ -292,7 +398,7 @@ def cmd_run(args: argparse.Namespace, config: ExportsConfig) -> int:
                 tags={RUN_TAG: tag},
             )
         if not report.success and not args.json:
-            raise CliError(f"dataflow {dataflow} failed: {report.error}")
+            raise CliError(f"dataflow {dataflow} failed: {without_class(report.error)}")
         results.append(report_json(report, config, dataflow))
         if not args.json:
             _print_report(report, config, dataflow)
@@ -477,7 +583,7 @@ def cmd_destinations(args: argparse.Namespace, config: ExportsConfig) -> int:
 
 
 def parser() -> argparse.ArgumentParser:
-    root = argparse.ArgumentParser(prog="ajo-exports", description=__doc__)
+    root = OneLineParser(prog="ajo-exports", description=__doc__)
     root.add_argument("--config", help="exports.yaml (default: $AJO_EXPORTS_CONFIG, ./exports.yaml, bundled demo)")
     root.add_argument("--as", dest="principal", help="act as this principal (default: $AJO_EXPORTS_PRINCIPAL)")
     sub = root.add_subparsers(dest="command", required=True)
@@ -490,23 +596,27 @@ def parser() -> argparse.ArgumentParser:
     lake = sub.add_parser("lake", help="the embedded sample lake")
     lake_sub = lake.add_subparsers(dest="lake_command", required=True)
     seed = lake_sub.add_parser("seed", help="write a deterministic sample lake for every dataset")
-    seed.add_argument("--rows", type=int, default=2000)
-    seed.add_argument("--batches", type=int, default=4)
+    seed.add_argument("--rows", type=positive_int, default=2000)
+    seed.add_argument("--batches", type=positive_int, default=4)
     seed.add_argument("--seed", type=int, default=7)
     seed.add_argument(
         "--dataset", action="append", help="seed only this dataset slug (repeatable or comma list); others untouched"
     )
     append = lake_sub.add_parser("append", help="ingest one new batch of a dataset, stamped now")
     append.add_argument("--dataset", required=True)
-    append.add_argument("--rows", type=int, default=100)
+    append.add_argument("--rows", type=positive_int, default=100)
     append.add_argument("--seed", type=int, default=11)
+    append.add_argument(
+        "--ingested-at", type=past_utc_time, help="stamp the batch at this past UTC time (ISO-8601, e.g. "
+        "2026-11-30T03:15:00Z) instead of now: replays, backfills, late data"
+    )
     lake.set_defaults(func=cmd_lake, needs_config=False)
 
     run = sub.add_parser("run", help="export dataflows through Dagster and run their delivery checks")
     run.add_argument("--dataflow")
     run.add_argument("--dataset", action="append", help="limit to a dataset slug (repeatable)")
     run.add_argument("--window", help="the partition key of the window to export (scheduled dataflows)")
-    run.add_argument("--export-time", help="ISO time naming a once-export's exportTime folder")
+    run.add_argument("--export-time", type=utc_time, help="ISO UTC time naming a once-export's exportTime folder")
     run.add_argument("--json", action="store_true", help="print one JSON result (no progress display)")
     run.set_defaults(func=cmd_run, needs_config=True)
 
@@ -526,7 +636,7 @@ def parser() -> argparse.ArgumentParser:
 
     runs = sub.add_parser("runs", help="a dataflow's runs: status, records, files, bytes, errors (AEP's dataflow runs)")
     runs.add_argument("dataflow")
-    runs.add_argument("--limit", type=int, default=20)
+    runs.add_argument("--limit", type=positive_int, default=20)
     runs.add_argument("--json", action="store_true", help="print one JSON result")
     runs.set_defaults(func=cmd_runs, needs_config=True)
 
@@ -540,7 +650,10 @@ def parser() -> argparse.ArgumentParser:
 
 
 def main(argv: list[str] | None = None) -> int:
-    args = parser().parse_args(argv)
+    try:
+        args = parser().parse_args(argv)
+    except SystemExit as exc:  # a bad argument (one line printed, 2) or --help (0): a status, not an exception
+        return exc.code if isinstance(exc.code, int) else 2
     try:
         if args.config:
             os.environ["AJO_EXPORTS_CONFIG"] = args.config

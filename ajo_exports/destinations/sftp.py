@@ -263,6 +263,11 @@ class SftpStorage(Storage):
         else:
             text = exc.strerror if isinstance(exc, OSError) and exc.strerror else str(exc)
             reason = f"{type(exc).__name__}: {text}" if text else type(exc).__name__
+            if text.startswith("size mismatch in put"):  # paramiko: the server kept fewer bytes than were sent
+                stored, sent = (text.split("!", 1)[1].split("!=") + ["?", "?"])[:2]
+                reason = f"the server stored {stored.strip()} of {sent.strip()} bytes: disk full or over quota"
+            elif text == "Failure":  # SSH_FX_FAILURE, what a full disk or an exceeded quota answers
+                reason = "the server failed the operation (SSH_FX_FAILURE): disk full or over quota?"
         for secret in self._secrets:
             reason = reason.replace(secret, "***")
         return reason

@@ -80,6 +80,33 @@ def _dtype_mismatch(path: str, expected: pl.DataType, got: pl.DataType) -> str |
     return None if expected == got else f"column {path} has type {got}, expected {expected}"
 
 
+def _entry_problem(entry: object) -> str | None:
+    """What is wrong with one index entry, so a hand-edited or damaged index fails as one line, not a traceback."""
+    if not isinstance(entry, dict):
+        return "not an object with batchId, ingestedAt, rows and file"
+    missing = [key for key in ("batchId", "ingestedAt", "rows", "file") if key not in entry]
+    if missing:
+        return f"missing {', '.join(missing)}"
+    if not isinstance(entry["batchId"], str) or not _SAFE_ID.match(entry["batchId"]):
+        return f"batchId {entry['batchId']!r} is not 1-64 letters, digits, '-' or '_'"
+    try:
+        moment = datetime.fromisoformat(str(entry["ingestedAt"]))
+    except ValueError:
+        return f"ingestedAt {entry['ingestedAt']!r} is not an ISO-8601 time"
+    if moment.tzinfo is None:
+        return f"ingestedAt {entry['ingestedAt']!r} has no time zone (write UTC, ending in Z)"
+    if not isinstance(entry["rows"], int) or isinstance(entry["rows"], bool) or entry["rows"] < 0:
+        return f"rows {entry['rows']!r} is not a whole number"
+    name = entry["file"]
+    if not isinstance(name, str) or not name or "/" in name or "\\" in name or name.startswith("."):
+        return f"file {name!r} is not a file name inside the dataset's folder"
+    return None
+
+
+def _sort_key(entry: dict[str, Any]) -> tuple[datetime, str]:
+    return datetime.fromisoformat(entry["ingestedAt"]).astimezone(UTC), entry["batchId"]
+
+
 class LocalLake:
     """The local Parquet lake: implements :class:`~ajo_exports.lake.source.DatasetSource` plus writes."""
 
@@ -99,18 +126,23 @@ class LocalLake:
 
     def _read_index(self, dataset: Dataset) -> list[dict[str, Any]]:
         path = self._index_path(dataset)
-        if not path.is_file():
+        if not path.exists():
             raise LakeError(
-                f"lake at {self.root} has no batches for dataset {dataset.slug}; run `ajo-exports lake seed`"
+                f"lake at {self.root} has no batches for dataset {dataset.slug}; run `ajo-exports lake seed` "
+                f"(--dataset {dataset.slug} seeds only it): its batch index {path} is missing"
             )
         try:
             entries = json.loads(path.read_text(encoding="utf-8"))
-            if not isinstance(entries, list):
-                raise ValueError("not a list")
-            for entry in entries:
-                _ = entry["batchId"], entry["ingestedAt"], entry["rows"], entry["file"]
-        except (OSError, ValueError, KeyError, TypeError) as exc:
-            raise LakeError(f"batch index {path} for dataset {dataset.slug} is unreadable: {exc}") from exc
+        except OSError as exc:
+            raise LakeError(f"batch index {path} of dataset {dataset.slug} cannot be read: {exc.strerror}") from None
+        except ValueError as exc:  # JSONDecodeError and UnicodeDecodeError
+            raise LakeError(f"batch index {path} of dataset {dataset.slug} is not valid JSON: {exc}") from None
+        if not isinstance(entries, list):
+            raise LakeError(f"batch index {path} of dataset {dataset.slug} must be a JSON list of batches")
+        for number, entry in enumerate(entries):
+            problem = _entry_problem(entry)
+            if problem:
+                raise LakeError(f"batch index {path} of dataset {dataset.slug}: entry {number}: {problem}")
         return entries
 
     def _write_index(self, dataset: Dataset, entries: list[dict[str, Any]]) -> None:
@@ -176,7 +208,7 @@ class LocalLake:
         os.replace(tmp, folder / file_name)
 
         entry = {"batchId": batch_id, "ingestedAt": _iso_z(ingested_at), "rows": frame.height, "file": file_name}
-        self._write_index(dataset, [*entries, entry])
+        self._write_index(dataset, sorted([*entries, entry], key=_sort_key))  # a late batch lands in time order
         return self._batch(dataset, entry)
 
     # --- DatasetSource ----------------------------------------------------------------------------------------
@@ -230,6 +262,11 @@ class LocalLake:
         for batch in batches:
             if batch.dataset_slug != dataset.slug:
                 raise LakeError(f"batch {batch.batch_id} belongs to {batch.dataset_slug}, not {dataset.slug}")
+            if not Path(batch.path).is_file():
+                raise LakeError(
+                    f"batch file {batch.path} of dataset {dataset.slug} is listed in {INDEX_FILE} but missing: "
+                    f"restore it or remove batch {batch.batch_id} from the index"
+                )
             try:
                 file_schema = pl.read_parquet_schema(batch.path)
             except Exception as exc:  # noqa: BLE001 - any reader failure means an unusable file
