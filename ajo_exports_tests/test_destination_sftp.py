@@ -490,7 +490,12 @@ def test_wrong_password_fails_the_run_without_the_secret(sftp_server: Sshd, fold
     assert remote_files(sftp_server, folder) == {}
 
 
-def test_server_stopped_mid_upload_then_rerun(sftp_server_private: Sshd, lake_root: Path, monkeypatch) -> None:
+@pytest.mark.parametrize("rerun_window", ["same", "another"])
+def test_server_stopped_mid_upload_then_rerun(rerun_window: str, sftp_server_private: Sshd, lake_root: Path,
+                                              monkeypatch) -> None:
+    """The failed attempt cannot withdraw its parts (the server is gone); its marker names them, and the rerun
+    removes them even when it lands in another exportTime folder (a `once` dataflow rerun without
+    --export-time), so a reader of the dataset's folder never sees a row twice."""
     server = sftp_server_private
     folder = f"ajo-sftp-tests/stop-{uuid.uuid4().hex[:8]}"
     monkeypatch.setenv("AJO_TEST_SFTP_KEY", server.private_key)
@@ -517,11 +522,20 @@ def test_server_stopped_mid_upload_then_rerun(sftp_server_private: Sshd, lake_ro
         assert not failed.success and "destination 'sftp-out': write /" in failed.error, failed.error
         left = sorted(p.name for p in window.iterdir())
         assert left and not [n for n in left if n.startswith("manifest-")], "a failed export shows no manifest"
+        markers = sorted(p.name for p in (server.home / folder / "_ajo/attempts").iterdir())
+        assert len(markers) == 1 and markers[0].split(".")[0] in left[0], (markers, left)
 
         server.start()
-        rerun = run_export(config, lake_root, dataflow="to-sftp", export_time=EXPORT_TIME)
+        again = EXPORT_TIME if rerun_window == "same" else EXPORT_TIME + timedelta(hours=1)
+        rerun = run_export(config, lake_root, dataflow="to-sftp", export_time=again)
         assert rerun.success, rerun.error
-        prefix = f"{get_dataset(FEEDBACK).dataset_id}/exportTime=202611020600/"
+        assert rerun.exports[FEEDBACK]["failed_attempt_files_removed"] == len(left)
+        prefix = f"{get_dataset(FEEDBACK).dataset_id}/exportTime={again:%Y%m%d%H%M}/"
+        on_disk = files_on_disk(server.home / folder)
+        assert on_disk == sorted(f"{prefix}{name}" for name in os.listdir(server.home / folder / prefix)), (
+            "the server's filesystem holds the rerun's window and nothing else: no part of the failed attempt, "
+            "no attempt marker"
+        )
         delivered = remote_files(server, folder)
         manifest = f"{prefix}manifest-{destination_id('sftp-out')}-{rerun.run_id}.json"
         assert sorted(delivered) == sorted([*rerun.exports[FEEDBACK]["keys"], manifest]), "exactly one set of files"

@@ -41,11 +41,11 @@ class LocalStorage(Storage):
         return StoredObject(key, target.stat().st_size)
 
     def list(self, prefix: str = "") -> list[StoredObject]:
-        base = self.root
+        base = self.root / prefix.rsplit("/", 1)[0] if "/" in prefix else self.root  # walk only under the prefix
         found = []
         for path in sorted(base.rglob("*")):
             if path.is_file() and not path.name.startswith("."):
-                key = path.relative_to(base).as_posix()
+                key = path.relative_to(self.root).as_posix()
                 if key.startswith(prefix):
                     found.append(StoredObject(key, path.stat().st_size))
         return found

@@ -16,6 +16,7 @@ from dagster import AssetExecutionContext, ConfigurableIOManager, InputContext, 
 
 from ajo_exports.config import Compression, FileFormat, Schedule, destination_id
 from ajo_exports.destinations.base import DestinationResource, Storage
+from ajo_exports.export.attempts import sweep_failed_attempts
 from ajo_exports.export.layout import LayoutContext, render_folder
 from ajo_exports.export.window import ExportWindow, window_for
 from ajo_exports.export.writer import ExportProgress, ExportResult, ExportSpec, export_frame
@@ -73,7 +74,18 @@ class ExportIOManager(ConfigurableIOManager):
         schedule = Schedule.model_validate_json(settings["schedule"])
         created = run_created(context)
         window = output_window(context, schedule, created)
+        instance = context.step_context.instance
+
+        def run_finished(run_id: str) -> bool | None:
+            run = instance.get_run_by_id(run_id)
+            return None if run is None else run.is_finished
+
         with self.destination.open_storage() as storage:
+            swept = sweep_failed_attempts(storage, run_finished)
+            if swept:
+                more = " …" if len(swept) > 5 else ""
+                context.log.warning(f"removed {len(swept)} files that failed export attempts left at "
+                                    f"{self.destination.name!r}: {', '.join(swept[:5])}{more}")
             folder = render_folder(
                 settings["folder_template"],
                 LayoutContext(
@@ -106,7 +118,8 @@ class ExportIOManager(ConfigurableIOManager):
             )
             scratch = Path(self.scratch_dir) if self.scratch_dir else None
             result = export_frame(storage, obj, spec, scratch, ProgressLog(context, settings["dataset_id"]))
-            context.add_output_metadata(export_metadata(storage, result, window))
+            removed = {"failed_attempt_files_removed": MetadataValue.int(len(swept))}
+            context.add_output_metadata({**export_metadata(storage, result, window), **removed})
 
     def load_input(self, context: InputContext) -> pl.LazyFrame:
         raise NotImplementedError("exports are delivered to a destination, not loaded back into Dagster")

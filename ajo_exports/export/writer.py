@@ -1,12 +1,14 @@
 """Deliver one dataset's export window to a destination: data files first, manifest last.
 
 The order is what makes delivery atomic for a consumer who waits for the manifest:
+0. record the attempt (a marker, see `attempts.py`),
 1. remove the window's previous manifest (the folder stops looking complete),
 2. cut the window's rows into bounded part files and publish each as soon as it is encoded,
 3. remove the previous export's part files that the new set does not contain,
-4. publish the manifest.
-A failure before 4 leaves no manifest and removes what this attempt published; a rerun of the same window
-replaces the folder exactly.
+4. publish the manifest, then remove the marker.
+A failure before 4 leaves no manifest and removes what this attempt published and the previous files it
+orphaned; what it cannot remove (the connection is gone, the process was killed) its marker names, and the next
+export to the destination removes it. A rerun of the same window replaces the folder exactly.
 
 Throughput and memory: the parts are planned before anything is encoded (row counts come from batch metadata,
 or from the event timestamps alone), so each part is an independent, bounded read of a few batch row ranges.
@@ -34,6 +36,7 @@ import polars as pl
 
 from ajo_exports.config import Compression, FileFormat
 from ajo_exports.destinations.base import Storage, file_sha256, join_key
+from ajo_exports.export.attempts import Attempt, begin_attempt, end_attempt, leave_attempt
 from ajo_exports.export.encryption import ENCRYPTED_SUFFIX, Encryptor
 from ajo_exports.export.formats import encode_part, extension
 from ajo_exports.export.manifest import (
@@ -239,13 +242,20 @@ def export_frame(
     plans = plan_parts(source.pieces(), source.predicate, max_rows, member_rows(spec.file_format, max_rows))
     planned_rows = sum(p.rows for p in plans)
     old_manifests, previous = _previous_export(storage, spec)
-    for key in old_manifests:
-        storage.delete(key)
     ext = extension(spec.file_format, spec.compression)
     job = uuid.uuid4()
     if scratch is not None:
         scratch.mkdir(parents=True, exist_ok=True)
     workdir = Path(tempfile.mkdtemp(prefix="ajo-export-", dir=scratch))
+    try:
+        begin_attempt(storage, Attempt(str(job), spec.run_id, spec.dataset_id, spec.folder, previous),
+                      workdir / ".attempt")
+        for key in old_manifests:
+            storage.delete(key)
+    except BaseException:
+        leave_attempt(str(job))
+        shutil.rmtree(workdir, ignore_errors=True)
+        raise
     encryptor = Encryptor(spec.pgp_public_key) if spec.pgp_public_key else None
     encoders = spec.encoders or default_encoders(spec.file_format)
 
@@ -313,13 +323,16 @@ def export_frame(
             key = join_key(spec.folder, manifest_name(spec.destination_id, spec.run_id))
             storage.put_bytes(key, manifest.to_json(), workdir / ".manifest")
             result.manifest_key = key
+        end_attempt(storage, str(job))
     except BaseException:
         for _, future in in_flight:
             future.cancel()
         pool.shutdown(wait=True, cancel_futures=True)
-        _withdraw(storage, result.keys)
+        if _withdraw(storage, [*result.keys, *previous]):  # the old manifest is gone: its files are strays now
+            end_attempt(storage, str(job))
         raise
     finally:
+        leave_attempt(str(job))
         pool.shutdown(wait=True, cancel_futures=True)
         if encryptor is not None:
             encryptor.close()
@@ -405,10 +418,14 @@ def _publish(
     path.unlink()
 
 
-def _withdraw(storage: Storage, keys: list[str]) -> None:
-    """Best effort: remove what a failed attempt published, so the rerun starts from a clean window."""
+def _withdraw(storage: Storage, keys: list[str]) -> bool:
+    """Best effort: remove what a failed attempt published, so the rerun starts from a clean window. False when
+    something stayed: the attempt's marker then stays too, for the next export's sweep (`attempts.py`)."""
     for key in keys:
         try:
             storage.delete(key)
         except Exception as exc:  # noqa: BLE001 - the original failure is the one to report
-            log.warning("could not remove %s after a failed export: %s", key, type(exc).__name__)
+            log.warning("could not remove %s after a failed export (%s): the next export's sweep will",
+                        key, type(exc).__name__)
+            return False  # the connection is most likely gone: each further delete would only wait and fail
+    return True
