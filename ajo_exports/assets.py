@@ -12,6 +12,7 @@ from dagster import (
     AssetObservation,
     AssetsDefinition,
     BetaWarning,
+    DagsterRun,
     DataVersion,
     MetadataValue,
     ObserveResult,
@@ -159,6 +160,20 @@ class ExportAssetSpec:
         }
 
 
+DATAFLOW_TAG = "dataflow"
+IMPLICIT_ASSET_JOB = "__ASSET_JOB"  # the job Dagster runs for the UI's Materialize button and asset backfills
+
+
+def dataflows_of_run(run: DagsterRun) -> list[str]:
+    """The dataflows whose exports a run materializes or checks: its `dataflow` tag (dataflow jobs, schedules,
+    the CLI), else its asset selection (the UI's Materialize button runs Dagster's implicit `__ASSET_JOB`, untagged
+    until its first export step tags it)."""
+    if run.tags.get(DATAFLOW_TAG):
+        return [run.tags[DATAFLOW_TAG]]
+    keys = set(run.asset_selection or ()) | {check.asset_key for check in run.asset_check_selection or ()}
+    return sorted({key.path[1] for key in keys if len(key.path) == 3 and key.path[0] == "export"})
+
+
 def job_name(dataflow: str) -> str:
     return f"export_{dataflow}".replace("-", "_")
 
@@ -179,13 +194,17 @@ def export_asset(spec: ExportAssetSpec) -> AssetsDefinition:
         group_name=spec.group,
         partitions_def=partitions_of(schedule),
         kinds={"polars", KINDS[spec.destination.type], spec.dataflow.format.value},
-        tags={"tier": dataset.tier.value, "destination_type": spec.destination.type, "dataflow": spec.dataflow.name},
+        tags={"tier": dataset.tier.value, "destination_type": spec.destination.type, DATAFLOW_TAG: spec.dataflow.name},
         op_tags={DESTINATION_TAG: spec.destination.name},
         metadata=spec.settings(),
         description=f"{dataset.name} exported by dataflow {spec.dataflow.name!r} to {spec.destination.name!r}",
     )
     @same_signature
     def _export(context: AssetExecutionContext, lake: LakeResource) -> Output[Selection]:
+        if DATAFLOW_TAG not in context.run.tags:  # an on-demand run (the UI's Materialize): make it a dataflow run
+            context.instance.add_run_tags(
+                context.run.run_id, {DATAFLOW_TAG: spec.dataflow.name, DESTINATION_TAG: spec.destination.name}
+            )
         time_window = context.partition_time_window if context.has_partition_key else None
         window = window_for(
             schedule,

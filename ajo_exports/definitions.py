@@ -130,7 +130,7 @@ def _build_definitions(config: ExportsConfig, home: Path, dataflow: str | None) 
         jobs=[*jobs.values(), freshness_job],
         schedules=[s for s in schedules if s is not None],
         sensors=[
-            failure_sensor(config, list(jobs.values())),
+            failure_sensor(config),
             end_date_sensor(config),
             lineage_sensor(specs),
             freshness_sensor(freshness_job, sorted(fresh.check_keys, key=str) if fresh else []),

@@ -29,7 +29,14 @@ from dagster import (
     execute_job,
 )
 
-from ajo_exports.assets import DELIVERY_CHECK, ExportAssetSpec, job_name
+from ajo_exports.assets import (
+    DATAFLOW_TAG,
+    DELIVERY_CHECK,
+    IMPLICIT_ASSET_JOB,
+    ExportAssetSpec,
+    dataflows_of_run,
+    job_name,
+)
 from ajo_exports.config import config_digest
 from ajo_exports.export.window import EXPORT_TIME_TAG
 
@@ -238,8 +245,20 @@ class DataflowRun:
 
 
 def dataflow_runs(instance: DagsterInstance, dataflow: str, limit: int = 20) -> list[DataflowRun]:
-    """The dataflow's latest runs with their status, records, files, bytes and errors, newest first."""
-    records = instance.get_run_records(RunsFilter(job_name=job_name(dataflow)), limit=limit)
+    """The dataflow's latest runs with their status, records, files, bytes and errors, newest first: its job's runs,
+    and on-demand runs of its exports (the UI's Materialize, asset backfills: Dagster's implicit asset job), found
+    by the `dataflow` tag their export step adds or, when they failed before it, by their asset selection."""
+    found = {
+        record.dagster_run.run_id: record
+        for runs in (
+            RunsFilter(job_name=job_name(dataflow)),
+            RunsFilter(tags={DATAFLOW_TAG: dataflow}),
+            RunsFilter(job_name=IMPLICIT_ASSET_JOB),
+        )
+        for record in instance.get_run_records(runs, limit=limit * 5 if runs.job_name == IMPLICIT_ASSET_JOB else limit)
+        if dataflow in dataflows_of_run(record.dagster_run) or record.dagster_run.job_name == job_name(dataflow)
+    }
+    records = sorted(found.values(), key=lambda record: record.create_timestamp, reverse=True)[:limit]
     rows = []
     for record in records:
         run = record.dagster_run

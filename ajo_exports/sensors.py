@@ -29,7 +29,7 @@ from dagster import (
     sensor,
 )
 
-from ajo_exports.assets import ExportAssetSpec, dataset_key
+from ajo_exports.assets import ExportAssetSpec, dataflows_of_run, dataset_key
 from ajo_exports.config import ExportsConfig
 from ajo_exports.destinations import open_destination
 
@@ -50,17 +50,22 @@ def post_webhook(url: str, payload: dict, timeout: float = 10.0) -> int:
         return 0
 
 
-def failure_sensor(config: ExportsConfig, jobs: list) -> SensorDefinition:
+def failure_sensor(config: ExportsConfig) -> SensorDefinition:
+    """Every job of the code location, not only the dataflow jobs: the UI's Materialize button and asset backfills
+    run Dagster's implicit asset job, and a failed on-demand export must be alerted like a scheduled one."""
+
     @run_failure_sensor(
         name="export_failure_alerts",
-        monitored_jobs=jobs,
         default_status=DefaultSensorStatus.RUNNING,
-        description="Logs every failed export run and posts it to the configured webhook.",
+        description="Logs every failed run (dataflow jobs, on-demand exports from the UI) and posts it to the "
+        "configured webhook.",
     )
     def _alert(context: RunFailureSensorContext) -> None:
         run = context.dagster_run
         message = context.failure_event.message or "run failed"
-        context.log.error(f"export run {run.run_id} of {run.job_name} failed: {message}")
+        dataflows = dataflows_of_run(run)
+        named = f" (dataflow {', '.join(dataflows)})" if dataflows else ""
+        context.log.error(f"export run {run.run_id} of {run.job_name}{named} failed: {message}")
         if config.webhook_url:
             post_webhook(
                 config.webhook_url,
@@ -68,7 +73,8 @@ def failure_sensor(config: ExportsConfig, jobs: list) -> SensorDefinition:
                     "event": "export_failed",
                     "job": run.job_name,
                     "runId": run.run_id,
-                    "dataflow": run.tags.get("dataflow"),
+                    "dataflow": ", ".join(dataflows) or None,
+                    "dataflows": dataflows,
                     "partition": run.tags.get("dagster/partition"),
                     "message": message,
                 },

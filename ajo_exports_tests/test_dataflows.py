@@ -301,6 +301,56 @@ def test_failure_sensor_posts_failed_runs(tmp_path: Path, lake_root: Path, webho
     assert received[-1]["partition"] == "2026-11-01"
 
 
+def test_a_failed_on_demand_export_is_alerted_and_listed(tmp_path: Path, lake_root: Path, webhook, instance) -> None:
+    """The UI's Materialize button runs Dagster's implicit `__ASSET_JOB` with the export asset selected and no
+    `dataflow` tag: the failure sensor, evaluated as the daemon does (cursor first, then the new failure), must
+    alert it with its dataflow, and `ajo-exports runs` must list it; a succeeding one gains the dataflow's tags."""
+    from dagster import AssetKey, build_sensor_context
+
+    from ajo_exports.operations import dataflow_runs
+
+    url, received = webhook
+    config = yaml.safe_load(dataflow_config(tmp_path / "blocked" / "exports", datasets=[JOURNEYS]))
+    config["webhook_url"] = url
+    (tmp_path / "blocked").write_text("a file where a folder should be")
+    defs = build_definitions(parse_config(yaml.safe_dump(config)), lake_root.parent)
+    sensor = next(s for s in defs.sensors if s.name == "export_failure_alerts")
+    context = build_sensor_context(instance=instance, definitions=defs)
+    sensor.evaluate_tick(context)  # the first tick only sets the cursor, as the daemon's does
+    key = AssetKey(["export", "daily", JOURNEYS])
+    result = defs.resolve_implicit_global_asset_job_def().execute_in_process(
+        instance=instance, asset_selection=[key], partition_key="2026-11-01", raise_on_error=False
+    )
+    run = instance.get_run_by_id(result.run_id)
+    assert not result.success and run.job_name == "__ASSET_JOB" and run.asset_selection == {key}
+    assert run.tags["dataflow"] == "daily" and run.tags["ajo/destination"] == "local", "the export step tags it"
+    sensor.evaluate_tick(build_sensor_context(instance=instance, definitions=defs, cursor=context.cursor))
+    assert [(r["runId"], r["dataflow"], r["job"]) for r in received] == [(run.run_id, "daily", "__ASSET_JOB")]
+    listed = dataflow_runs(instance, "daily")
+    assert [(r.run_id, r.status) for r in listed] == [(run.run_id, "FAILURE")]
+    assert listed[0].errors and "destination 'local'" in listed[0].errors[0], listed[0].errors
+
+    (tmp_path / "blocked").unlink()
+    ok = defs.resolve_implicit_global_asset_job_def().execute_in_process(
+        instance=instance, asset_selection=[key], partition_key="2026-11-01"
+    )
+    assert [r.run_id for r in dataflow_runs(instance, "daily")] == [ok.run_id, run.run_id]
+
+
+def test_the_dataflow_of_an_untagged_run_comes_from_its_asset_selection() -> None:
+    """A run that fails before its export step (a resource that cannot start) carries no dataflow tag."""
+    from dagster import AssetCheckKey, AssetKey, DagsterRun
+
+    from ajo_exports.assets import dataflows_of_run
+
+    exports = frozenset({AssetKey(["export", "daily", JOURNEYS]), AssetKey(["aep", JOURNEYS])})
+    checks = frozenset({AssetCheckKey(AssetKey(["export", "hourly", JOURNEYS]), "delivered")})
+    assert dataflows_of_run(DagsterRun("__ASSET_JOB", asset_selection=exports)) == ["daily"]
+    assert dataflows_of_run(DagsterRun("__ASSET_JOB", asset_check_selection=checks)) == ["hourly"]
+    assert dataflows_of_run(DagsterRun("export_daily", tags={"dataflow": "daily"})) == ["daily"]
+    assert dataflows_of_run(DagsterRun("export_freshness_checks")) == []
+
+
 def test_pgp_encrypted_export_decrypts_to_the_lake_rows(
     tmp_path: Path, lake_root: Path, key_pair: KeyPair, instance
 ) -> None:
