@@ -223,6 +223,7 @@ def export_asset(spec: ExportAssetSpec) -> AssetsDefinition:
             selection,
             metadata={
                 "batches": len(batches),
+                "batch_ids": MetadataValue.json([b.batch_id for b in batches]),  # the late-batch sensor compares
                 "batch_rows": sum(b.rows for b in batches),
                 "ingested_from": window.ingested_from.isoformat() if window.ingested_from else "(backfill)",
                 "ingested_until": window.ingested_until.isoformat() if window.ingested_until else "(now)",

@@ -38,6 +38,7 @@ from ajo_exports.sensors import (
     end_date_sensor,
     failure_sensor,
     freshness_sensor,
+    late_batch_sensor,
     lineage_sensor,
 )
 
@@ -135,6 +136,7 @@ def _build_definitions(config: ExportsConfig, home: Path, dataflow: str | None) 
             lineage_sensor(specs),
             freshness_sensor(freshness_job, sorted(fresh.check_keys, key=str) if fresh else []),
             *([dlz] if (dlz := dlz_retention_sensor(config, specs)) else []),
+            *([late] if (late := late_batch_sensor(specs, jobs)) else []),
         ],
         executor=executor_for(config),
         resources=resources,

@@ -7,6 +7,7 @@ manifest URI): what `ajo-exports verify` and a person in the UI read to know whe
 
 from __future__ import annotations
 
+import hashlib
 import json
 import logging
 import urllib.request
@@ -29,12 +30,14 @@ from dagster import (
     sensor,
 )
 
-from ajo_exports.assets import ExportAssetSpec, dataflows_of_run, dataset_key
+from ajo_exports.assets import DATAFLOW_TAG, DESTINATION_TAG, ExportAssetSpec, dataflows_of_run, dataset_key, job_name
 from ajo_exports.config import ExportsConfig
 from ajo_exports.destinations import open_destination
+from ajo_exports.lake.resource import LakeResource
 
 log = logging.getLogger(__name__)
 END_DATE_WARNING = timedelta(days=14)
+LATE_LOOKBACK = timedelta(days=7)  # windows exported this recently are compared with the lake on every tick
 
 
 def post_webhook(url: str, payload: dict, timeout: float = 10.0) -> int:
@@ -207,3 +210,72 @@ def dlz_retention_sensor(
         return SensorResult(asset_events=events)
 
     return _purge
+
+
+def _moment(text: object) -> datetime | None:
+    """An export's recorded window bound: an ISO time, or "(backfill)"/"(now)" for an open end."""
+    try:
+        return datetime.fromisoformat(str(text))
+    except ValueError:
+        return None
+
+
+def late_batch_sensor(specs: list[ExportAssetSpec], jobs: dict[str, object]) -> SensorDefinition | None:
+    """Re-exports a window when a batch whose ingestion time lies in it became visible after it was exported (a
+    slow ingestion that commits late): otherwise that batch is never exported, since later windows select by
+    ingestion time. Each export records the batch IDs it took; this compares them with what the lake lists for
+    the same window now, and requests the window again (a rerun replaces it exactly). The run key names the
+    export, the window and the missing batches, so each late arrival is re-exported once."""
+    scheduled = [spec for spec in specs if spec.dataflow.name in jobs and spec.dataflow.schedule.start is not None]
+    if not scheduled:
+        return None
+
+    @sensor(
+        name="late_batches",
+        jobs=[jobs[name] for name in sorted({spec.dataflow.name for spec in scheduled})],
+        minimum_interval_seconds=300,
+        default_status=DefaultSensorStatus.RUNNING,
+        description="Re-exports a window when a batch ingested in it became visible after it was exported.",
+    )
+    def _find(context: SensorEvaluationContext, lake: LakeResource) -> list[RunRequest] | SkipReason:
+        source = lake.open()
+        since = (datetime.now(UTC) - LATE_LOOKBACK).timestamp()
+        requests, compared = [], 0
+        for spec in scheduled:
+            newest: dict[str, dict] = {}  # window -> metadata of its latest export
+            for record in context.instance.fetch_materializations(
+                AssetRecordsFilter(asset_key=spec.key, after_timestamp=since), limit=10_000
+            ).records:
+                materialization = record.asset_materialization
+                if materialization.partition and materialization.partition not in newest:
+                    newest[materialization.partition] = {
+                        key: getattr(value, "value", value) for key, value in materialization.metadata.items()
+                    }
+            for window, metadata in sorted(newest.items()):
+                taken = metadata.get("batch_ids")
+                if not isinstance(taken, list):
+                    continue  # exported before batch IDs were recorded
+                compared += 1
+                now = source.list_batches(
+                    spec.dataset, _moment(metadata.get("ingested_from")), _moment(metadata.get("ingested_until"))
+                )
+                missing = sorted(batch.batch_id for batch in now if batch.batch_id not in set(taken))
+                if not missing:
+                    continue
+                digest = hashlib.sha256(",".join(missing).encode()).hexdigest()[:16]
+                context.log.info(f"{spec.key.to_user_string()} window {window}: late batches {', '.join(missing)}")
+                requests.append(
+                    RunRequest(
+                        run_key=f"late-batches:{spec.key.to_user_string()}:{window}:{digest}",
+                        job_name=job_name(spec.dataflow.name),
+                        asset_selection=[spec.key],
+                        partition_key=window,
+                        tags={DATAFLOW_TAG: spec.dataflow.name, DESTINATION_TAG: spec.destination.name,
+                              "ajo/late_batches": ",".join(missing)[:200]},
+                    )
+                )
+        if requests:
+            return requests
+        return SkipReason(f"every exported window ({compared} compared) holds every batch ingested in it")
+
+    return _find

@@ -414,3 +414,52 @@ def test_removing_a_dataset_stops_its_exports_and_keeps_its_history(
     assert set(later.exports) == {JOURNEYS}
     history = instance.fetch_materializations(AssetKey(["export", "daily", FEEDBACK]), limit=10).records
     assert [r.run_id for r in history] == [first.run_id]
+
+
+def test_a_late_batch_is_found_and_its_window_re_exported_exactly(tmp_path: Path, own_lake: Path, instance) -> None:
+    """A batch ingested during an exported window but visible only afterwards (a slow ingestion committing late):
+    the export recorded the batch IDs it took; the late-batch sensor finds the missing one and requests that
+    window again; the rerun replaces the window with every row once; the next tick is quiet."""
+    from ajo_exports_tests.helpers import lake_rows
+
+    exports = tmp_path / "exports"
+    text = dataflow_config(exports, datasets=[FEEDBACK])
+    first = run_export(text, own_lake, dataflow="daily", partition_key="2026-11-01", instance=instance)
+    assert first.success, first.error
+    lake, dataset = LocalLake(own_lake), get_dataset(FEEDBACK)
+    taken = [batch.batch_id for batch in lake.list_batches(dataset)]
+    assert first.exports[FEEDBACK]["batch_ids"] == taken
+
+    defs = build_definitions(parse_config(text), own_lake.parent)
+    sensor = next(s for s in defs.sensors if s.name == "late_batches")
+
+    def tick():
+        with build_sensor_context(instance=instance, definitions=defs, resources=defs.resources) as context:
+            return sensor.evaluate_tick(context)
+
+    quiet = tick()
+    assert not quiet.run_requests and "1 compared" in quiet.skip_message, quiet.skip_message
+
+    ingested = datetime(2026, 11, 1, 20, 0, tzinfo=UTC)  # inside the window 2026-11-01 02:00 to 2026-11-02 02:00
+    late = lake.append_batch(dataset, generate_batch(dataset, 37, seed=5, batch_index=2, now=ingested), ingested)
+    (request,) = tick().run_requests
+    assert request.partition_key == "2026-11-01" and request.job_name == "export_daily"
+    assert request.asset_selection == [AssetKey(["export", "daily", FEEDBACK])]
+    assert request.run_key.startswith(f"late-batches:export/daily/{FEEDBACK}:2026-11-01:")
+    assert request.tags["ajo/late_batches"] == late.batch_id
+    again = tick()
+    assert [r.run_key for r in again.run_requests] == [request.run_key], "the same fact, the same run key"
+
+    rerun = run_export(text, own_lake, dataflow="daily", partition_key="2026-11-01", instance=instance)
+    assert rerun.success and rerun.checks[FEEDBACK][0], rerun.error
+    folder = exports / dataset.dataset_id / "exportTime=202611020200"
+    (manifest,) = folder.glob("manifest-*.json")
+    assert json.loads(manifest.read_text())["batchIds"] == [*taken, late.batch_id]
+    parts = sorted(folder.glob("part-*"))
+    assert sorted(p.name for p in parts) == sorted(key.rsplit("/", 1)[-1] for key in rerun.exports[FEEDBACK]["keys"])
+    delivered = pl.concat([read_part(p, p.name) for p in parts]).sort("_id")
+    expected = lake_rows(own_lake, FEEDBACK, datetime(2026, 11, 2, 2, 0, tzinfo=UTC))
+    assert delivered["_id"].to_list() == expected["_id"].to_list() and delivered["_id"].is_unique().all()
+    assert late.rows == 37 and expected.height == first.exports[FEEDBACK]["rows"] + 37
+    done = tick()
+    assert not done.run_requests and "1 compared" in done.skip_message

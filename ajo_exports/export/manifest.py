@@ -31,6 +31,7 @@ class Manifest:
     format: str
     compression: str
     schema: dict[str, str] = field(default_factory=dict)
+    batchIds: list[str] = field(default_factory=list)  # noqa: N815 - the lake batches the window took
 
     def to_json(self) -> bytes:
         return json.dumps(asdict(self), indent=2).encode()

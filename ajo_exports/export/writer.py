@@ -319,6 +319,7 @@ def export_frame(
                 format=spec.file_format.value,
                 compression=spec.compression.value,
                 schema=schema_json(source.schema),
+                batchIds=[batch.batch_id for batch in source.batches] if isinstance(source, Selection) else [],
             )
             key = join_key(spec.folder, manifest_name(spec.destination_id, spec.run_id))
             storage.put_bytes(key, manifest.to_json(), workdir / ".manifest")
