@@ -3,17 +3,23 @@
 import functools
 import inspect
 import warnings
-from collections.abc import Callable
-from dataclasses import dataclass
+from collections.abc import Callable, Iterator
+from dataclasses import dataclass, field
 
 from dagster import (
+    AssetCheckKey,
+    AssetCheckResult,
+    AssetCheckSeverity,
+    AssetCheckSpec,
     AssetExecutionContext,
     AssetKey,
     AssetObservation,
+    AssetOut,
     AssetsDefinition,
     BetaWarning,
     DagsterRun,
     DataVersion,
+    MaterializeResult,
     MetadataValue,
     ObserveResult,
     Output,
@@ -21,11 +27,12 @@ from dagster import (
     TableSchema,
     TimeWindowPartitionsDefinition,
     asset,
+    multi_asset,
     observable_source_asset,
 )
 
 from ajo_exports.catalog import Dataset
-from ajo_exports.config import Dataflow, DestinationConfig, Organization, Schedule
+from ajo_exports.config import Dataflow, DestinationConfig, Guardrails, Organization, Schedule
 from ajo_exports.export.io_manager import run_created
 from ajo_exports.export.window import partitions_for, window_for
 from ajo_exports.lake import Batch, Selection
@@ -33,6 +40,7 @@ from ajo_exports.lake.resource import LakeResource
 
 DATASET_GROUP = "aep_datasets"
 DELIVERY_CHECK = "delivered"
+GUARDRAIL_CHECK = "within_guardrails"
 # Op tag of every export and delivery check, and run tag of every dataflow job: the executor limits the steps of a
 # run per destination by it (max_concurrent_exports) and the run queue limits the runs per destination.
 DESTINATION_TAG = "ajo/destination"
@@ -118,6 +126,29 @@ def dataset_asset(dataset: Dataset) -> AssetsDefinition:
         )(_observe)
 
 
+class GuardrailError(Exception):
+    """An export refused by a hard guardrail, before anything was published."""
+
+
+@dataclass(frozen=True)
+class GuardrailStatus:
+    status: str  # one line for metadata and `review`
+    warning: str | None = None
+    refusal: str | None = None
+    max_records: int | None = None
+
+
+def exported_rows(selection: Selection) -> int:
+    """The rows an event export delivers (those of the last 365 days): read only when the batch rows exceed the
+    soft limit, since the timestamps of a large window are not free to read."""
+    import polars as pl
+
+    frame = selection.source.scan(selection.dataset, list(selection.batches))
+    if selection.events_since is not None:
+        frame = frame.filter(pl.col("timestamp") >= selection.events_since)
+    return int(frame.select(pl.len()).collect().item())
+
+
 @dataclass(frozen=True)
 class ExportAssetSpec:
     """One export asset: a dataset delivered by a dataflow to its destination."""
@@ -126,6 +157,30 @@ class ExportAssetSpec:
     dataset: Dataset
     destination: DestinationConfig
     organization: Organization
+    guardrails: Guardrails = field(default_factory=Guardrails)
+
+    def guardrail(self, records: int, *, full_export: bool) -> GuardrailStatus:
+        """AEP's guardrails for an export of `records` records (§6): a record dataset's first, full export above
+        the hard limit is refused; any export above the soft limit is a warning."""
+        limits, name = self.guardrails, self.dataset.slug
+        hard, setting = limits.max_records(self.dataflow)
+        if not self.dataset.is_time_series and full_export:
+            if records > hard:
+                refusal = (
+                    f"dataset {name} ({self.dataset.dataset_id}) has {records:,} records; a record dataset's full "
+                    f"export in {self.dataflow.format.value} {self.dataflow.compression.value} may hold at most "
+                    f"{hard:,} (guardrails.{setting}): nothing was exported"
+                )
+                return GuardrailStatus(f"refused: {records:,} records > {hard:,}", refusal=refusal, max_records=hard)
+        else:
+            hard = None
+        if records > limits.warn_records:
+            warning = (
+                f"dataset {name} exports {records:,} records, above the soft limit of {limits.warn_records:,} "
+                "(guardrails.warn_records): the export may be slow or fail"
+            )
+            return GuardrailStatus(f"warning: {records:,} records > {limits.warn_records:,}", warning, None, hard)
+        return GuardrailStatus(f"ok: {records:,} records", max_records=hard)
 
     @property
     def key(self) -> AssetKey:
@@ -187,20 +242,36 @@ def export_asset(spec: ExportAssetSpec) -> AssetsDefinition:
     yet); the destination's IO manager cuts it into bounded part files, encodes them in parallel and uploads them."""
     dataset, schedule = spec.dataset, spec.dataflow.schedule
 
-    @asset(
-        key=spec.key,
+    @multi_asset(
+        name=spec.key.to_python_identifier(),
+        outs={
+            "result": AssetOut(
+                key=spec.key,
+                io_manager_key=spec.io_manager_key,
+                group_name=spec.group,
+                kinds={"polars", KINDS[spec.destination.type], spec.dataflow.format.value},
+                tags={"tier": dataset.tier.value, "destination_type": spec.destination.type,
+                      DATAFLOW_TAG: spec.dataflow.name},
+                metadata=spec.settings(),
+                description=f"{dataset.name} exported by dataflow {spec.dataflow.name!r} to "
+                f"{spec.destination.name!r}",
+            )
+        },
         deps=[dataset_key(dataset)],
-        io_manager_key=spec.io_manager_key,
-        group_name=spec.group,
         partitions_def=partitions_of(schedule),
-        kinds={"polars", KINDS[spec.destination.type], spec.dataflow.format.value},
-        tags={"tier": dataset.tier.value, "destination_type": spec.destination.type, DATAFLOW_TAG: spec.dataflow.name},
         op_tags={DESTINATION_TAG: spec.destination.name},
-        metadata=spec.settings(),
-        description=f"{dataset.name} exported by dataflow {spec.dataflow.name!r} to {spec.destination.name!r}",
+        can_subset=True,  # the export without its guardrail check (and the check alone) stay selectable
+        check_specs=[
+            AssetCheckSpec(
+                GUARDRAIL_CHECK,
+                asset=spec.key,
+                description="The export stays within AEP's record guardrails (a WARN above the soft limit; above "
+                "the hard limit a record dataset's full export fails before anything is published).",
+            )
+        ],
     )
     @same_signature
-    def _export(context: AssetExecutionContext, lake: LakeResource) -> Output[Selection]:
+    def _export(context: AssetExecutionContext, lake: LakeResource) -> Iterator[Output[Selection] | AssetCheckResult]:
         if DATAFLOW_TAG not in context.run.tags:  # an on-demand run (the UI's Materialize): make it a dataflow run
             context.instance.add_run_tags(
                 context.run.run_id, {DATAFLOW_TAG: spec.dataflow.name, DESTINATION_TAG: spec.destination.name}
@@ -219,16 +290,86 @@ def export_asset(spec: ExportAssetSpec) -> AssetsDefinition:
         batches = source.list_batches(dataset, window.ingested_from, window.ingested_until)
         source.scan(dataset, batches)  # checks every selected batch file's footer and schema before anything is written
         selection = Selection(source, dataset, tuple(batches), window.events_since if dataset.is_time_series else None)
-        return Output(
-            selection,
-            metadata={
-                "batches": len(batches),
-                "batch_ids": MetadataValue.json([b.batch_id for b in batches]),  # the late-batch sensor compares
-                "batch_rows": sum(b.rows for b in batches),
-                "ingested_from": window.ingested_from.isoformat() if window.ingested_from else "(backfill)",
-                "ingested_until": window.ingested_until.isoformat() if window.ingested_until else "(now)",
-                "events_since": window.events_since.isoformat() if dataset.is_time_series else "(record dataset)",
-            },
-        )
+        records = sum(b.rows for b in batches)
+        guardrail = spec.guardrail(records, full_export=window.ingested_from is None)
+        if guardrail.refusal:  # before anything is published: the destination is not touched
+            raise GuardrailError(guardrail.refusal)
+        if records > spec.guardrails.warn_records and dataset.is_time_series:  # only then count the exact rows
+            records = exported_rows(selection)
+            guardrail = spec.guardrail(records, full_export=window.ingested_from is None)
+        if guardrail.warning:
+            context.log.warning(guardrail.warning)
+        if spec.key in context.selected_asset_keys:  # not when only the guardrail check was selected
+            yield Output(
+                selection,
+                output_name="result",
+                metadata={
+                    "batches": len(batches),
+                    "batch_ids": MetadataValue.json([b.batch_id for b in batches]),  # the late-batch sensor compares
+                    "batch_rows": sum(b.rows for b in batches),
+                    "ingested_from": window.ingested_from.isoformat() if window.ingested_from else "(backfill)",
+                    "ingested_until": window.ingested_until.isoformat() if window.ingested_until else "(now)",
+                    "events_since": window.events_since.isoformat() if dataset.is_time_series else "(record dataset)",
+                    "guardrail": guardrail.status,
+                },
+            )
+        if AssetCheckKey(spec.key, GUARDRAIL_CHECK) in (context.selected_asset_check_keys or ()):
+            yield AssetCheckResult(
+                check_name=GUARDRAIL_CHECK,
+                passed=guardrail.warning is None,
+                severity=AssetCheckSeverity.WARN,
+                description=guardrail.warning or guardrail.status,
+                metadata={"records": records, "warn_records": spec.guardrails.warn_records,
+                          "max_records": guardrail.max_records or "(not a record dataset's full export)"},
+            )
 
     return _export
+
+
+LICENSE_USAGE = AssetKey(["ajo", "license_usage"])
+LICENSE_CHECK = "within_entitlement"
+
+
+def license_usage_asset(specs: list[ExportAssetSpec], organization: Organization) -> AssetsDefinition:
+    """The licence-volume account as an asset: each materialization records the year's bytes, the entitlement, the
+    share used and the straight-line projection (numbers the UI plots over time); its check warns at 80 % and
+    fails at 100 %."""
+    export_keys = [spec.key for spec in specs]
+
+    @asset(
+        key=LICENSE_USAGE,
+        group_name="license",
+        description=f"Bytes delivered this calendar year by {organization.name!r} against its export entitlement "
+        "(licensed profiles × 500 KB Prime, × 700 KB Ultimate)",
+        check_specs=[AssetCheckSpec(LICENSE_CHECK, asset=LICENSE_USAGE, description="below 80 % passes, from 80 % "
+                                    "a warning, from 100 % an error")],
+    )
+    def _usage(context: AssetExecutionContext) -> MaterializeResult:
+        from ajo_exports.usage import WARN_SHARE, license_usage
+
+        usage = license_usage(context.instance, export_keys, organization)
+        share, projected = usage.share_used, usage.projected_share
+        metadata = {
+            "year": usage.year,
+            "bytes_used": MetadataValue.int(usage.bytes_used),
+            "deliveries": MetadataValue.int(usage.deliveries),
+            "projected_year_end_bytes": MetadataValue.int(usage.projected_bytes),
+            "status": usage.status,
+        }
+        if usage.entitlement_bytes is not None:
+            metadata |= {
+                "entitlement_bytes": MetadataValue.int(usage.entitlement_bytes),
+                "share_used_percent": MetadataValue.float(round(100 * (share or 0), 3)),
+                "projected_share_percent": MetadataValue.float(round(100 * (projected or 0), 3)),
+            }
+        if usage.status == "warning":
+            context.log.warning(usage.summary())
+        check = AssetCheckResult(
+            check_name=LICENSE_CHECK,
+            passed=share is None or share < WARN_SHARE,
+            severity=AssetCheckSeverity.ERROR if share is not None and share >= 1 else AssetCheckSeverity.WARN,
+            description=usage.summary(),
+        )
+        return MaterializeResult(metadata=metadata, check_results=[check])
+
+    return _usage

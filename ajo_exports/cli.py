@@ -495,9 +495,40 @@ def review_lines(config: ExportsConfig, flow: Dataflow, now: datetime) -> tuple[
         problems.append(f"the end date {end:%Y-%m-%d %H:%M} UTC has passed: nothing would be exported")
     elif end is not None and end - now <= timedelta(days=14):
         lines.append(f"Warning        the end date is within 14 days ({end:%Y-%m-%d})")
+    lines += guardrail_lines(config, flow, datasets, problems)
     ok, why = Confirmations(ajo_home()).status(config, flow)
     lines.append(f"Confirmation   {why}")
     return lines, problems
+
+
+def guardrail_lines(config: ExportsConfig, flow: Dataflow, datasets, problems: list[str]) -> list[str]:
+    """AEP's record guardrails against what the lake holds now, as the first (full) export would meet them: a hard
+    limit is a problem (activation refused), a soft one a warning."""
+    from ajo_exports.assets import ExportAssetSpec
+
+    lake = LocalLake(ajo_home() / "lake")
+    limits = config.guardrails
+    hard, setting = limits.max_records(flow)
+    lines = [f"Guardrails     warn above {limits.warn_records:,} records; a record dataset's full export at most "
+             f"{hard:,} ({setting}); destinations {len(config.destinations)} of {limits.destinations_per_sandbox}"]
+    destination = config.destination(flow.destination)
+    worst = None
+    for dataset in datasets:
+        if not lake.is_seeded(dataset):
+            continue
+        records = sum(batch.rows for batch in lake.list_batches(dataset))
+        status = ExportAssetSpec(flow, dataset, destination, config.organization, limits).guardrail(
+            records, full_export=True
+        )
+        if status.refusal:
+            problems.append(status.refusal)
+        elif status.warning:
+            lines.append(f"Warning        {status.warning}")
+        if worst is None or records > worst[1]:
+            worst = (dataset.slug, records)
+    if worst:
+        lines.append(f"  largest dataset now {worst[0]}: {worst[1]:,} records")
+    return lines
 
 
 def cmd_review(args: argparse.Namespace, config: ExportsConfig) -> int:
@@ -514,6 +545,22 @@ def cmd_review(args: argparse.Namespace, config: ExportsConfig) -> int:
             status = 1
         print()
     return status
+
+
+def cmd_usage(args: argparse.Namespace, config: ExportsConfig) -> int:
+    """What the `ajo/license_usage` asset records, computed now from the same materializations."""
+    from ajo_exports.definitions import export_specs
+    from ajo_exports.usage import license_usage
+
+    require(config, args, Permission.VIEW_DATASETS)
+    usage = license_usage(_instance(), [spec.key for spec in export_specs(config)], config.organization,
+                          year=args.year)
+    if args.json:
+        print(json.dumps({**asdict(usage), "share_used": usage.share_used, "projected_share": usage.projected_share,
+                          "status": usage.status}, indent=2, default=str))
+        return 0
+    print(usage.summary())
+    return 1 if usage.status == "exceeded" else 0
 
 
 def cmd_activate(args: argparse.Namespace, config: ExportsConfig) -> int:
@@ -639,6 +686,11 @@ def parser() -> argparse.ArgumentParser:
     runs.add_argument("--limit", type=positive_int, default=20)
     runs.add_argument("--json", action="store_true", help="print one JSON result")
     runs.set_defaults(func=cmd_runs, needs_config=True)
+
+    usage = sub.add_parser("usage", help="the licence-volume account: bytes delivered this year vs the entitlement")
+    usage.add_argument("--year", type=positive_int, help="calendar year (default: this one)")
+    usage.add_argument("--json", action="store_true", help="print one JSON result")
+    usage.set_defaults(func=cmd_usage, needs_config=True)
 
     activate = sub.add_parser("activate", help="confirm a reviewed dataflow so that its schedule runs it")
     activate.add_argument("dataflow")

@@ -453,10 +453,41 @@ class Dataflow(_Model):
         return tuple(get_dataset(slug) for slug in self.datasets)
 
 
+KB_PER_PROFILE = {Tier.PRIME: 500, Tier.ULTIMATE: 700}  # AEP's yearly export volume per licensed profile (§6)
+
+
 class Organization(_Model):
     name: str = "demo-org"
     sandbox: str = "prod"
     product_tier: Tier = Tier.ULTIMATE
+    licensed_profiles: int | None = Field(None, ge=1)  # the licence's profiles: sets the yearly export entitlement
+
+    @property
+    def entitlement_bytes(self) -> int | None:
+        """Licensed profiles × 500 KB (Prime) or × 700 KB (Ultimate) a year, KB as 1000 bytes."""
+        if self.licensed_profiles is None:
+            return None
+        return self.licensed_profiles * KB_PER_PROFILE[self.product_tier] * 1000
+
+
+class Guardrails(_Model):
+    """AEP's dataset-export guardrails (§6), AEP's values by default; lower them to see them act on a small lake.
+
+    Record (profile) datasets are checked on their first, full export (a `once` export, or the first window of a
+    scheduled dataflow): above the hard limit the export fails before anything is published. Every export above
+    `warn_records` runs, with a warning and a WARN asset check."""
+
+    warn_records: int = Field(5_000_000_000, ge=1)
+    record_dataset_max_records: int = Field(10_000_000_000, ge=1)  # compressed JSON or Parquet
+    record_dataset_max_records_uncompressed_parquet: int = Field(1_000_000, ge=1)
+    destinations_per_sandbox: int = Field(100, ge=1)
+
+    def max_records(self, flow: Dataflow) -> tuple[int, str]:
+        """The hard limit for a dataflow's record datasets, and the setting that holds it."""
+        name = "record_dataset_max_records"
+        if flow.format is FileFormat.PARQUET and flow.compression is Compression.NONE:
+            name += "_uncompressed_parquet"
+        return getattr(self, name), name
 
 
 class Permission(StrEnum):
@@ -494,6 +525,7 @@ class ExportsConfig(_Model):
     access: dict[str, list[Permission]] = {}
     webhook_url: str | None = None
     execution: Execution = Execution()
+    guardrails: Guardrails = Guardrails()
 
     @model_validator(mode="after")
     def _references(self) -> ExportsConfig:
@@ -504,6 +536,13 @@ class ExportsConfig(_Model):
             for index, name in enumerate(names):
                 if name in names[:index]:
                     raise FieldProblem((kind, index, "name"), f"duplicate name {name!r}")
+        allowed = self.guardrails.destinations_per_sandbox
+        if len(self.destinations) > allowed:
+            raise FieldProblem(
+                ("destinations",),
+                f"sandbox {self.organization.sandbox!r} has {len(self.destinations)} destinations; at most {allowed} "
+                "are allowed (guardrails.destinations_per_sandbox; AEP: 100)",
+            )
         known = {d.name for d in self.destinations}
         for index, flow in enumerate(self.dataflows):
             if flow.destination not in known:

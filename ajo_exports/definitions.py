@@ -15,6 +15,7 @@ import os
 from pathlib import Path
 
 from dagster import (
+    AssetCheckKey,
     AssetSelection,
     Definitions,
     ExecutorDefinition,
@@ -24,7 +25,17 @@ from dagster import (
     multiprocess_executor,
 )
 
-from ajo_exports.assets import DESTINATION_TAG, ExportAssetSpec, dataset_asset, export_asset, io_manager_key, job_name
+from ajo_exports.assets import (
+    DESTINATION_TAG,
+    GUARDRAIL_CHECK,
+    LICENSE_USAGE,
+    ExportAssetSpec,
+    dataset_asset,
+    export_asset,
+    io_manager_key,
+    job_name,
+    license_usage_asset,
+)
 from ajo_exports.catalog import DATASETS
 from ajo_exports.checks import delivery_check, freshness_checks
 from ajo_exports.config import ConfigError, ExportsConfig, ajo_home, config_digest, config_path, load_config
@@ -39,13 +50,14 @@ from ajo_exports.sensors import (
     failure_sensor,
     freshness_sensor,
     late_batch_sensor,
+    license_usage_sensor,
     lineage_sensor,
 )
 
 
 def export_specs(config: ExportsConfig) -> list[ExportAssetSpec]:
     return [
-        ExportAssetSpec(flow, dataset, config.destination(flow.destination), config.organization)
+        ExportAssetSpec(flow, dataset, config.destination(flow.destination), config.organization, config.guardrails)
         for flow in config.dataflows
         for dataset in config.datasets_of(flow)
     ]
@@ -95,7 +107,8 @@ def _build_definitions(config: ExportsConfig, home: Path, dataflow: str | None) 
         flow.name: define_asset_job(
             job_name(flow.name),
             selection=AssetSelection.assets(*[s.key for s in specs if s.dataflow is flow]).without_checks()
-            | AssetSelection.checks(*[delivery_checks[s.key] for s in specs if s.dataflow is flow]),
+            | AssetSelection.checks(*[delivery_checks[s.key] for s in specs if s.dataflow is flow])
+            | AssetSelection.checks(*[AssetCheckKey(s.key, GUARDRAIL_CHECK) for s in specs if s.dataflow is flow]),
             description=f"Export dataflow {flow.name!r} to destination {flow.destination!r}",
             tags={"dataflow": flow.name, DESTINATION_TAG: flow.destination},
         )
@@ -124,11 +137,18 @@ def _build_definitions(config: ExportsConfig, home: Path, dataflow: str | None) 
         selection=AssetSelection.checks(*([fresh] if fresh else [])),
         description="The freshness checks of every scheduled dataflow (run by the export_freshness sensor)",
     )
+    usage_job = define_asset_job(
+        "license_usage",
+        selection=AssetSelection.assets(LICENSE_USAGE),
+        description="The licence-volume account (run by the license_usage sensor after new exports)",
+    )
     schedules = [dataflow_schedule(config, flow, jobs[flow.name], home) for flow in flows]
     return Definitions(
-        assets=[dataset_asset(d) for d in DATASETS] + [export_asset(s) for s in specs],
+        assets=[dataset_asset(d) for d in DATASETS]
+        + [export_asset(s) for s in specs]
+        + [license_usage_asset(specs, config.organization)],
         asset_checks=[*delivery_checks.values(), *([fresh] if fresh else [])],
-        jobs=[*jobs.values(), freshness_job],
+        jobs=[*jobs.values(), freshness_job, usage_job],
         schedules=[s for s in schedules if s is not None],
         sensors=[
             failure_sensor(config),
@@ -137,6 +157,7 @@ def _build_definitions(config: ExportsConfig, home: Path, dataflow: str | None) 
             freshness_sensor(freshness_job, sorted(fresh.check_keys, key=str) if fresh else []),
             *([dlz] if (dlz := dlz_retention_sensor(config, specs)) else []),
             *([late] if (late := late_batch_sensor(specs, jobs)) else []),
+            license_usage_sensor(specs, usage_job),
         ],
         executor=executor_for(config),
         resources=resources,

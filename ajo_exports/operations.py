@@ -32,6 +32,7 @@ from dagster import (
 from ajo_exports.assets import (
     DATAFLOW_TAG,
     DELIVERY_CHECK,
+    GUARDRAIL_CHECK,
     IMPLICIT_ASSET_JOB,
     ExportAssetSpec,
     dataflows_of_run,
@@ -191,6 +192,7 @@ def run_dataflow(
     chosen = _selected(specs, dataflow, datasets)
     checks = {AssetCheckKey(s.key, DELIVERY_CHECK) for s in chosen} if (with_checks or checks_only) else set()
     assets = set() if checks_only else {s.key for s in chosen}
+    checks |= {AssetCheckKey(key, GUARDRAIL_CHECK) for key in assets}  # evaluated by the export step itself
     tags = {**(tags or {}), **({EXPORT_TIME_TAG: export_time.isoformat()} if export_time else {})}
     run_config = {"loggers": {"console": {"config": {"log_level": log_level}}}}
     if processes is not None and len(chosen) > 1 and not instance.is_ephemeral:

@@ -30,7 +30,16 @@ from dagster import (
     sensor,
 )
 
-from ajo_exports.assets import DATAFLOW_TAG, DESTINATION_TAG, ExportAssetSpec, dataflows_of_run, dataset_key, job_name
+from ajo_exports.assets import (
+    DATAFLOW_TAG,
+    DELIVERY_CHECK,
+    DESTINATION_TAG,
+    GUARDRAIL_CHECK,
+    ExportAssetSpec,
+    dataflows_of_run,
+    dataset_key,
+    job_name,
+)
 from ajo_exports.config import ExportsConfig
 from ajo_exports.destinations import open_destination
 from ajo_exports.lake.resource import LakeResource
@@ -269,6 +278,7 @@ def late_batch_sensor(specs: list[ExportAssetSpec], jobs: dict[str, object]) -> 
                         run_key=f"late-batches:{spec.key.to_user_string()}:{window}:{digest}",
                         job_name=job_name(spec.dataflow.name),
                         asset_selection=[spec.key],
+                        asset_check_keys=[AssetCheckKey(spec.key, name) for name in (DELIVERY_CHECK, GUARDRAIL_CHECK)],
                         partition_key=window,
                         tags={DATAFLOW_TAG: spec.dataflow.name, DESTINATION_TAG: spec.destination.name,
                               "ajo/late_batches": ",".join(missing)[:200]},
@@ -279,3 +289,30 @@ def late_batch_sensor(specs: list[ExportAssetSpec], jobs: dict[str, object]) -> 
         return SkipReason(f"every exported window ({compared} compared) holds every batch ingested in it")
 
     return _find
+
+
+def license_usage_sensor(specs: list[ExportAssetSpec], job: object) -> SensorDefinition:
+    """Recomputes the licence-volume account after new exports, so its plot in the UI follows every delivery."""
+
+    @sensor(
+        name="license_usage",
+        job=job,
+        minimum_interval_seconds=300,
+        default_status=DefaultSensorStatus.RUNNING,
+        description="Materializes ajo/license_usage when exports were delivered since it last ran.",
+    )
+    def _account(context: SensorEvaluationContext) -> RunRequest | SkipReason:
+        after = int(context.cursor or 0)
+        newest = after
+        for spec in specs:
+            records = context.instance.fetch_materializations(
+                AssetRecordsFilter(asset_key=spec.key, after_storage_id=after), limit=1
+            ).records
+            if records:
+                newest = max(newest, records[0].storage_id)
+        if newest == after:
+            return SkipReason("no export delivered since the account was last computed")
+        context.update_cursor(str(newest))
+        return RunRequest(run_key=f"license-usage:{newest}")
+
+    return _account

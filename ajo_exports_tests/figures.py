@@ -57,3 +57,28 @@ def table() -> str:
         for name, value in sorted(values.items()):
             lines.append(f"{section:<12} {name:<40} {json.dumps(value)}")
     return "\n".join(lines)
+
+
+START, END = "<!-- figures:start -->", "<!-- figures:end -->"
+
+
+def readme_block(figures: dict[str, dict[str, object]]) -> str:
+    """The README's figures, one table per section, from what the tests recorded."""
+    out = [START, ""]
+    for section, values in sorted(figures.items()):
+        out += [f"**{section}**", "", "| figure | value |", "|---|---|"]
+        out += [f"| {name} | {json.dumps(value)} |" for name, value in sorted(values.items())]
+        out.append("")
+    return "\n".join([*out, END])
+
+
+def update_readme(readme: Path) -> None:
+    """Replace the block between the figure markers with `test-artifacts/figures.json` (after `make test`)."""
+    text = readme.read_text()
+    head, rest = text.split(START, 1)
+    _, tail = rest.split(END, 1)
+    readme.write_text(head + readme_block(json.loads(figures_path().read_text())) + tail)
+
+
+if __name__ == "__main__":
+    update_readme(Path(__file__).resolve().parent.parent / "README.md")

@@ -450,13 +450,20 @@ def test_a_late_batch_is_found_and_its_window_re_exported_exactly(tmp_path: Path
     again = tick()
     assert [r.run_key for r in again.run_requests] == [request.run_key], "the same fact, the same run key"
 
-    rerun = run_export(text, own_lake, dataflow="daily", partition_key="2026-11-01", instance=instance)
-    assert rerun.success and rerun.checks[FEEDBACK][0], rerun.error
+    job = defs.resolve_job_def(request.job_name).get_subset(
+        asset_selection=set(request.asset_selection), asset_check_selection=set(request.asset_check_keys)
+    )
+    rerun = job.execute_in_process(instance=instance, partition_key=request.partition_key, tags=request.tags)
+    assert rerun.success
+    assert {e.check_name: e.passed for e in rerun.get_asset_check_evaluations()} == {
+        "delivered": True, "within_guardrails": True
+    }
     folder = exports / dataset.dataset_id / "exportTime=202611020200"
     (manifest,) = folder.glob("manifest-*.json")
     assert json.loads(manifest.read_text())["batchIds"] == [*taken, late.batch_id]
     parts = sorted(folder.glob("part-*"))
-    assert sorted(p.name for p in parts) == sorted(key.rsplit("/", 1)[-1] for key in rerun.exports[FEEDBACK]["keys"])
+    assert sorted(p.name for p in parts) == sorted(item["name"] for item in json.loads(manifest.read_text())[
+        "exportResults"])
     delivered = pl.concat([read_part(p, p.name) for p in parts]).sort("_id")
     expected = lake_rows(own_lake, FEEDBACK, datetime(2026, 11, 2, 2, 0, tzinfo=UTC))
     assert delivered["_id"].to_list() == expected["_id"].to_list() and delivered["_id"].is_unique().all()

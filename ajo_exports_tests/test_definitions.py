@@ -36,6 +36,7 @@ SNAPSHOT = [
     ("aep/journey_step_events", "prime"),
     ("aep/journeys", "prime"),
     ("aep/ode_decisionevents_prod_decisioning", "ultimate"),
+    ("ajo/license_usage", None),
     ("export/demo/ajo_bcc_feedback_event_dataset", "prime"),
     ("export/demo/ajo_classification_dataset", "prime"),
     ("export/demo/ajo_consent_service_dataset", "prime"),
@@ -92,8 +93,12 @@ def test_export_assets_use_their_destination_io_manager_and_every_export_has_a_d
     for key in exports:
         assets_def = repo.asset_graph.get(key).assets_def
         assert assets_def.get_io_manager_key_for_asset_key(key) == "destination_local"
-    checked = {check.asset_key for check in repo.asset_graph.asset_check_keys}
-    assert checked == set(exports)
+    checks = repo.asset_graph.asset_check_keys
+    for name in ("delivered", "within_guardrails"):
+        assert {check.asset_key for check in checks if check.name == name} == set(exports), name
+    assert {check.asset_key for check in checks if check.name == "within_entitlement"} == {
+        AssetKey(["ajo", "license_usage"])
+    }
 
 
 SCHEDULED = """

@@ -28,6 +28,10 @@ dataflows:
     schedule: {frequency: daily, start: "2026-11-01T02:00:00Z", end: "2030-01-01T00:00:00Z"}
 """
 
+GUARDRAILS = (
+    "Guardrails     warn above 5,000,000,000 records; a record dataset's full export at most 10,000,000,000 "
+    "(record_dataset_max_records); destinations 1 of 100"
+)
 SNAPSHOT = """\
 Dataflow       nightly (enabled)
 Organization   acme, sandbox prod, Prime
@@ -42,6 +46,7 @@ First export   2026-11-02 02:00 UTC
 End date       2030-01-01 00:00 UTC
 Entitlement    ok: every dataset is allowed on Prime
 First folder   s3://acme-ajo-archive/exports/ajo/5688e7c138062c3e0ef10097/exportTime=202611020200/
+{guardrails}
 Confirmation   {confirmation}
 """
 
@@ -60,7 +65,7 @@ def test_review_snapshot_and_missing_secrets_fail(config_file: Path, monkeypatch
     assert main(["review"]) == 1
     out = capsys.readouterr().out
     unconfirmed = "dataflow 'nightly' has not been confirmed: run `ajo-exports activate nightly`"
-    assert out == SNAPSHOT.format(confirmation=unconfirmed) + (
+    assert out == SNAPSHOT.format(guardrails=GUARDRAILS, confirmation=unconfirmed) + (
         "Problem        destination 'archive' needs environment variables: access_key_id (${ACME_S3_KEY}), "
         "secret_access_key (${ACME_S3_SECRET})\n\n"
     )
@@ -68,7 +73,7 @@ def test_review_snapshot_and_missing_secrets_fail(config_file: Path, monkeypatch
     monkeypatch.setenv("ACME_S3_SECRET", "not-printed-anywhere-0123456789")
     assert main(["review", "nightly"]) == 0
     out = capsys.readouterr().out
-    assert out == SNAPSHOT.format(confirmation=unconfirmed) + "\n"
+    assert out == SNAPSHOT.format(guardrails=GUARDRAILS, confirmation=unconfirmed) + "\n"
     assert "not-printed-anywhere" not in out
 
 

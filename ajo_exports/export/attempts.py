@@ -21,7 +21,7 @@ from dataclasses import asdict, dataclass, field
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
-from ajo_exports.destinations.base import Storage, join_key
+from ajo_exports.destinations.base import DestinationError, Storage, join_key
 from ajo_exports.export.manifest import Manifest, is_manifest
 
 log = logging.getLogger(__name__)
@@ -111,8 +111,12 @@ def _alive(pid: int) -> bool:
 def read_attempts(storage: Storage) -> list[Attempt]:
     found = []
     for obj in storage.list(ATTEMPTS + "/"):
+        if storage.stat(obj.key) is None:
+            continue  # its export completed between the listing and now (exports run concurrently)
         try:
             found.append(Attempt(**json.loads(storage.read_bytes(obj.key))))
+        except DestinationError:
+            continue  # the same race, a moment later
         except (ValueError, TypeError) as exc:
             log.warning("ignoring unreadable attempt marker %s: %s", obj.key, exc)
     return found
@@ -128,10 +132,13 @@ def sweep_failed_attempts(storage: Storage, run_finished: RunFinished) -> list[s
         prefix = attempt.folder + "/" if attempt.folder else ""
         here = [obj.key for obj in storage.list(prefix) if "/" not in obj.key[len(prefix) :]]
         listed, before = set(), len(removed)
-        for key in here:
-            if is_manifest(key):
-                manifest = Manifest.from_json(storage.read_bytes(key))
-                listed.update(join_key(attempt.folder, item.name) for item in manifest.exportResults)
+        try:
+            for key in here:
+                if is_manifest(key):
+                    manifest = Manifest.from_json(storage.read_bytes(key))
+                    listed.update(join_key(attempt.folder, item.name) for item in manifest.exportResults)
+        except DestinationError:
+            continue  # a manifest replaced meanwhile: the next export looks again
         for key in here:
             if not is_manifest(key) and key not in listed and attempt.owns(key):
                 storage.delete(key)
