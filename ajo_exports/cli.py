@@ -255,6 +255,7 @@ def report_json(report, config: ExportsConfig, dataflow: str) -> dict:
                 **{key: meta.get(key) for key in ("export_time", "folder_uri", "manifest_uri", "uris")},
                 "check": None if item.check_passed is None else ("passed" if item.check_passed else "failed"),
                 "check_description": item.check_description,
+                "guardrail_warning": item.guardrail_warning,
             }
         )
     return {
@@ -292,6 +293,9 @@ def _print_report(report, config: ExportsConfig, dataflow: str) -> None:
     failed = [i for i in report.exports.values() if i.check_passed is False]
     for item in failed:
         print(f"  check failed for {item.slug}: {item.check_description}")
+    for item in report.exports.values():
+        if item.guardrail_warning:
+            print(f"  warning: {item.guardrail_warning}")
     print(f"files landed in {landed_in(report) or config.destination(config.dataflow(dataflow).destination).location}")
 
 

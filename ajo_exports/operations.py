@@ -135,8 +135,9 @@ class ExportReport:
     slug: str
     tier: str
     metadata: dict = field(default_factory=dict)
-    check_passed: bool | None = None
+    check_passed: bool | None = None  # the delivery check
     check_description: str = ""
+    guardrail_warning: str | None = None  # the within_guardrails check, when it did not pass
 
 
 @dataclass
@@ -223,10 +224,14 @@ def run_dataflow(
             report.exports[spec.dataset.slug].metadata = plain(event.materialization.metadata)
     for evaluation in result.get_asset_check_evaluations():
         spec = by_key.get(evaluation.asset_key)
-        if spec:
-            item = report.exports[spec.dataset.slug]
+        if spec is None:
+            continue
+        item = report.exports[spec.dataset.slug]
+        if evaluation.check_name == DELIVERY_CHECK:
             item.check_passed = evaluation.passed
             item.check_description = evaluation.description or ""
+        elif evaluation.check_name == GUARDRAIL_CHECK and not evaluation.passed:
+            item.guardrail_warning = evaluation.description
     return report
 
 

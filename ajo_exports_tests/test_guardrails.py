@@ -115,6 +115,8 @@ def test_above_the_soft_limit_the_export_runs_with_a_warning_and_a_warn_check(
     write_config(home, guardrails={"warn_records": 5})
     code, out, err = cli(capsys, "run", "--dataflow", "once")
     assert code == 0, err
+    assert out.count("passed") == 2, "the table's check column is the delivery check"
+    assert f"  warning: dataset {JOURNEYS} exports 9 records, above the soft limit of 5" in out, out
     instance = DagsterInstance.get()
     for slug in (JOURNEYS, FEEDBACK):
         key = AssetKey(["export", "once", slug])
