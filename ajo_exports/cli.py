@@ -551,6 +551,31 @@ def cmd_review(args: argparse.Namespace, config: ExportsConfig) -> int:
     return status
 
 
+def cmd_import_aep(args: argparse.Namespace, config: ExportsConfig | None) -> int:
+    """Flow Service JSON -> destinations and dataflows; variables to set and anything not carried over on stderr."""
+    import yaml
+
+    from ajo_exports.aep_import import import_flows, read_objects
+
+    hosts = dict(item.split("=", 1) for item in args.known_host if "=" in item)
+    try:
+        result = import_flows(read_objects(args.files), known_hosts=hosts)
+    except ValueError as exc:
+        raise CliError(str(exc)) from None
+    text = yaml.safe_dump(result.config(), sort_keys=False, width=120)
+    if args.output:
+        args.output.write_text(text)
+        print(f"wrote {len(result.destinations)} destinations and {len(result.dataflows)} dataflows to {args.output}",
+              file=sys.stderr)
+    else:
+        print(text, end="")
+    for name, what in result.variables.items():
+        print(f"set {name}: {what}", file=sys.stderr)
+    for problem in result.problems:
+        print(f"not carried over: {problem}", file=sys.stderr)
+    return 1 if result.problems or not result.dataflows else 0
+
+
 def cmd_usage(args: argparse.Namespace, config: ExportsConfig) -> int:
     """What the `ajo/license_usage` asset records, computed now from the same materializations."""
     from ajo_exports.definitions import export_specs
@@ -690,6 +715,13 @@ def parser() -> argparse.ArgumentParser:
     runs.add_argument("--limit", type=positive_int, default=20)
     runs.add_argument("--json", action="store_true", help="print one JSON result")
     runs.set_defaults(func=cmd_runs, needs_config=True)
+
+    importer = sub.add_parser("import-aep", help="exports.yaml entries from AEP Flow Service objects (JSON files)")
+    importer.add_argument("files", nargs="+", type=Path, help="flows, source/target/base connections as AEP returns")
+    importer.add_argument("--output", type=Path, help="write the YAML here (default: standard output)")
+    importer.add_argument("--known-host", action="append", default=[], metavar="HOST=KEY",
+                          help="an SFTP host's key (a known_hosts line or SHA256:...), which AEP does not keep")
+    importer.set_defaults(func=cmd_import_aep, needs_config=False)
 
     usage = sub.add_parser("usage", help="the licence-volume account: bytes delivered this year vs the entitlement")
     usage.add_argument("--year", type=positive_int, help="calendar year (default: this one)")

@@ -61,17 +61,23 @@ class GcsEmulator:
         if not self.on_disk:
             command.append("--in-memory")
         env = {**os.environ, "STORAGE_BASE": str(self.location)}
-        with self.log_path.open("ab") as log:
-            self.process = subprocess.Popen(command, stdout=log, stderr=subprocess.STDOUT, env=env, cwd=self.location)
-        deadline = time.monotonic() + 30
-        while True:
-            try:
-                requests.get(f"{self.endpoint_url}/storage/v1/b", timeout=1)
-                return self
-            except requests.RequestException:
-                if self.process.poll() is not None or time.monotonic() > deadline:
-                    pytest.fail(f"gcp-storage-emulator did not start on port {self.port}: see {self.log_path}")
-                time.sleep(0.1)
+        deadline = time.monotonic() + 60  # a loaded 2-core CI machine starts it slowly
+        while True:  # a restart on the same port can find it still held for a moment: start again until the deadline
+            with self.log_path.open("ab") as log:
+                self.process = subprocess.Popen(command, stdout=log, stderr=subprocess.STDOUT, env=env,
+                                                cwd=self.location)
+            while self.process.poll() is None:
+                try:
+                    requests.get(f"{self.endpoint_url}/storage/v1/b", timeout=1)
+                    return self
+                except requests.RequestException:
+                    if time.monotonic() > deadline:
+                        self.stop()
+                        pytest.fail(f"gcp-storage-emulator did not start on port {self.port}: see {self.log_path}")
+                    time.sleep(0.1)
+            if time.monotonic() > deadline:
+                pytest.fail(f"gcp-storage-emulator exited at start on port {self.port}: see {self.log_path}")
+            time.sleep(0.5)
 
     def stop(self) -> None:
         """Kill the server at once, as a crash would end it for its clients."""
