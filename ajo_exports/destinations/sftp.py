@@ -163,6 +163,10 @@ class SftpStorage(Storage):
     def _connect(self) -> paramiko.SFTPClient:
         import paramiko
 
+        # paramiko's transport thread logs a failed handshake (e.g. a connection reset during the banner) with a
+        # traceback, then raises it here, where it is retried or reported in one line: its log would put
+        # tracebacks on the CLI's stderr.
+        logging.getLogger("paramiko.transport").setLevel(logging.CRITICAL)
         try:
             sock = socket.create_connection((self.host, self.port), timeout=self.timeout)
         except socket.gaierror:
