@@ -43,6 +43,7 @@ def test_sweep_removes_only_what_no_manifest_lists(tmp_path: Path) -> None:
     folder = tmp_path / FOLDER
     folder.mkdir(parents=True)
     for name in ("part-00000-0f1e2d3c-c000.parquet", "part-00001-0f1e2d3c-c000.parquet.part",
+                 ".part-00002-0f1e2d3c-c000.parquet.part",  # the local destination's temporary copy
                  "part-00000-aaaa-c000.parquet", "part-00000-bbbb-c000.parquet"):
         (folder / name).write_bytes(b"x")
     previous = [f"{FOLDER}/part-00000-aaaa-c000.parquet"]  # an older export the attempt was replacing
@@ -50,7 +51,8 @@ def test_sweep_removes_only_what_no_manifest_lists(tmp_path: Path) -> None:
     assert sweep_failed_attempts(storage, lambda _: False) == [], "a live attempt is left alone"
     removed = sweep_failed_attempts(storage, lambda _: True)
     assert sorted(removed) == sorted([f"{FOLDER}/part-00000-0f1e2d3c-c000.parquet",
-                                      f"{FOLDER}/part-00001-0f1e2d3c-c000.parquet.part", *previous])
+                                      f"{FOLDER}/part-00001-0f1e2d3c-c000.parquet.part",
+                                      f"{FOLDER}/.part-00002-0f1e2d3c-c000.parquet.part", *previous])
     assert sorted(p.name for p in folder.iterdir()) == ["part-00000-bbbb-c000.parquet"], "another job's file stays"
     assert not list(tmp_path.glob("_ajo/attempts/*")), "the marker goes last"
 

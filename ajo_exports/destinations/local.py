@@ -44,7 +44,9 @@ class LocalStorage(Storage):
         base = self.root / prefix.rsplit("/", 1)[0] if "/" in prefix else self.root  # walk only under the prefix
         found = []
         for path in sorted(base.rglob("*")):
-            if path.is_file() and not path.name.startswith("."):
+            # hidden files are not the store's objects, except an upload's temporary copy that a killed export
+            # left (`.<name>.part`): listed, so that the sweep of failed attempts removes it
+            if path.is_file() and (not path.name.startswith(".") or path.name.endswith(".part")):
                 key = path.relative_to(self.root).as_posix()
                 if key.startswith(prefix):
                     found.append(StoredObject(key, path.stat().st_size))
