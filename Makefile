@@ -10,7 +10,7 @@ export AWS_EC2_METADATA_DISABLED := true
 export NO_GCE_CHECK := true
 export DAGSTER_DISABLE_TELEMETRY := 1
 SUDO := $(shell [ "$$(id -u)" = 0 ] || echo sudo)
-APT_PACKAGES := openssh-server chromium gnupg procps
+APT_PACKAGES := openssh-server chromium gnupg procps postgresql redis-server
 
 .PHONY: install test-servers run ui test lint bench clean
 

@@ -509,9 +509,19 @@ class FieldProblem(ValueError):
 
 class Execution(_Model):
     """How a run executes its exports: at most `max_concurrent` at once (default: the machine's cores), each
-    destination at most its `max_concurrent_exports`."""
+    destination at most its `max_concurrent_exports`; or, with `executor: celery`, as steps on Celery workers
+    configured by `celery_config` (the YAML the workers start with, see deploy/celery.yaml)."""
 
     max_concurrent: int | None = Field(None, ge=1, le=256)
+    executor: Literal["multiprocess", "celery"] = "multiprocess"
+    celery_config: str | None = None
+
+    @model_validator(mode="after")
+    def _celery(self) -> Execution:
+        if self.executor == "celery" and not self.celery_config:
+            raise ValueError("executor: celery needs celery_config: the YAML its workers start with "
+                             "(deploy/celery.yaml)")
+        return self
 
     @property
     def concurrency(self) -> int:

@@ -66,7 +66,10 @@ def export_specs(config: ExportsConfig) -> list[ExportAssetSpec]:
 def executor_for(config: ExportsConfig) -> ExecutorDefinition:
     """Steps in processes forked from a forkserver that imported STEP_PRELOAD once, at most
     `execution.max_concurrent` at once and per destination at most its `max_concurrent_exports`; with
-    `max_concurrent: 1` (or one core), every step in the run's own process, one after the other."""
+    `max_concurrent: 1` (or one core), every step in the run's own process, one after the other; with
+    `executor: celery`, every step on Celery workers (dagster-celery, imported only then)."""
+    if config.execution.executor == "celery":
+        return celery_executor_for(Path(config.execution.celery_config or ""))
     if config.execution.concurrency == 1:
         return in_process_executor
     return multiprocess_executor.configured(
@@ -79,6 +82,20 @@ def executor_for(config: ExportsConfig) -> ExecutorDefinition:
             "start_method": {"forkserver": {"preload_modules": list(STEP_PRELOAD)}},
         }
     )
+
+
+def celery_executor_for(path: Path) -> ExecutorDefinition:
+    """The Celery executor with the `execution.config` block of the YAML its workers start with
+    (`dagster-celery worker start -y FILE -i ajo_exports.definitions`), so runs and workers agree; the broker and
+    backend URLs, which may hold a password, come from the environment (`{env: VAR}`)."""
+    import yaml
+    from dagster_celery import celery_executor
+
+    try:
+        block = yaml.safe_load(path.read_text(encoding="utf-8"))["execution"]["config"]
+    except (OSError, KeyError, TypeError, yaml.YAMLError) as exc:
+        raise ConfigError(f"execution.celery_config {path}: no readable execution.config block ({exc})") from None
+    return celery_executor.configured(dict(block), name="celery")
 
 
 def build_definitions(config: ExportsConfig, home: Path, *, dataflow: str | None = None) -> Definitions:
