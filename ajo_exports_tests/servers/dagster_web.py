@@ -4,6 +4,9 @@ The session fixture `dagster_web` builds a throwaway AJO_EXPORTS_HOME (a copy of
 with one local destination and two dataflows: `adhoc`, exported once, and `daily`, partitioned by day), a fresh
 DAGSTER_HOME with the repo's dagster.yaml, starts `dagster dev` in its own process group, waits for the code
 location to load, and at the end stops the whole group (SIGINT, then SIGKILL) and asserts nothing survived.
+The server also holds the keys of the session's moto S3 server in `S3_KEY_ENV`/`S3_SECRET_ENV`, so a test can add an
+S3 destination that reads them (`${VAR}`), reload the code location and run real secret-bearing exports through it
+(test_zz_no_secret_leaks.py does, then searches the GraphQL answers for the secret).
 """
 
 from __future__ import annotations
@@ -19,11 +22,13 @@ import time
 import urllib.error
 import urllib.request
 from collections.abc import Iterator
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 
 import pytest
 import yaml
+
+from ajo_exports_tests.servers.s3 import MotoServer
 
 REPO = Path(__file__).resolve().parents[2]
 FEEDBACK = "ajo_message_feedback_event_dataset"
@@ -36,6 +41,7 @@ REPOSITORY = "__repository__"
 START_TIMEOUT = 120.0
 STOP_TIMEOUT = 30.0
 FINISHED = {"SUCCESS", "FAILURE", "CANCELED"}
+S3_KEY_ENV, S3_SECRET_ENV = "AJO_WEB_S3_ACCESS_KEY_ID", "AJO_WEB_S3_SECRET_ACCESS_KEY"
 
 
 def free_port() -> int:
@@ -84,6 +90,8 @@ class DagsterWeb:
     log_path: Path
     process: subprocess.Popen | None = None
     location: str = ""
+    # Set in the server's environment at start; kept out of repr, which pytest prints in a failing test's traceback.
+    secrets_env: dict[str, str] = field(default_factory=dict, repr=False)
 
     @property
     def url(self) -> str:
@@ -116,6 +124,7 @@ class DagsterWeb:
             "NO_GCE_CHECK": "true",
             "NO_PROXY": "127.0.0.1,localhost",
             "no_proxy": "127.0.0.1,localhost",
+            **self.secrets_env,
         })
         return env
 
@@ -237,6 +246,17 @@ class DagsterWeb:
         self.stop()
         pytest.fail(f"dagster dev: {problem}\n--- log {self.log_path} ---\n{tail}", pytrace=False)
 
+    def reload_location(self, timeout: float = START_TIMEOUT) -> None:
+        """Reload the code location (after a test changed exports.yaml), as the UI's Reload button does."""
+        answer = self.graphql(RELOAD, {"name": self.location})["reloadRepositoryLocation"]
+        if answer["__typename"] != "WorkspaceLocationEntry":
+            raise GraphQLError(f"reloadRepositoryLocation answered {json.dumps(answer)[:2000]}")
+        deadline = time.monotonic() + timeout
+        while (problem := self._location_problem()) is not None:
+            if problem.startswith("code location failed") or time.monotonic() > deadline:
+                raise GraphQLError(f"after a reload: {problem}\n--- dagster log ---\n{self.log_tail()}")
+            time.sleep(0.5)
+
     def _location_problem(self) -> str | None:
         """None once the one code location has LOADED (and remember its name); else what is missing."""
         try:
@@ -299,12 +319,18 @@ class _Shared:
 
 
 @pytest.fixture(scope="session")
-def dagster_web(tmp_path_factory: pytest.TempPathFactory, lake_root: Path) -> Iterator[DagsterWeb]:
+def dagster_web(
+    tmp_path_factory: pytest.TempPathFactory, lake_root: Path, s3_server: MotoServer
+) -> Iterator[DagsterWeb]:
     """`dagster dev` (webserver and daemon) serving this repo's definitions over a copy of the sample lake."""
     if _Shared.web is None:
         home = tmp_path_factory.mktemp("dagster-web")
         build_home(home, lake_root)
-        web = DagsterWeb(home=home, port=free_port(), log_path=home / "dagster-dev.log")
+        assert s3_server.writer is not None
+        web = DagsterWeb(
+            home=home, port=free_port(), log_path=home / "dagster-dev.log",
+            secrets_env={S3_KEY_ENV: s3_server.writer.access_key_id, S3_SECRET_ENV: s3_server.writer.secret_access_key},
+        )
         web.start()
         _Shared.web = web
     _Shared.users += 1
@@ -345,6 +371,16 @@ mutation Launch($executionParams: ExecutionParams!) {
     ... on PythonError { message stack }
     ... on InvalidSubsetError { message }
     ... on RunConfigValidationInvalid { errors { message } }
+    ... on Error { message }
+  }
+}
+"""
+
+RELOAD = """
+mutation Reload($name: String!) {
+  reloadRepositoryLocation(repositoryLocationName: $name) {
+    __typename
+    ... on WorkspaceLocationEntry { name loadStatus }
     ... on Error { message }
   }
 }

@@ -54,7 +54,7 @@ def free_port() -> int:
 @dataclass(frozen=True)
 class Keys:
     access_key_id: str
-    secret_access_key: str
+    secret_access_key: str = field(repr=False)  # pytest prints a failing test's arguments
 
     def __post_init__(self) -> None:
         register_secret(self.secret_access_key)
