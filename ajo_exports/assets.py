@@ -290,7 +290,7 @@ def export_asset(spec: ExportAssetSpec) -> AssetsDefinition:
         batches = source.list_batches(dataset, window.ingested_from, window.ingested_until)
         source.scan(dataset, batches)  # checks every selected batch file's footer and schema before anything is written
         selection = Selection(source, dataset, tuple(batches), window.events_since if dataset.is_time_series else None)
-        records = sum(b.rows for b in batches)
+        records = batch_rows = sum(b.rows for b in batches)
         guardrail = spec.guardrail(records, full_export=window.ingested_from is None)
         if guardrail.refusal:  # before anything is published: the destination is not touched
             raise GuardrailError(guardrail.refusal)
@@ -306,7 +306,7 @@ def export_asset(spec: ExportAssetSpec) -> AssetsDefinition:
                 metadata={
                     "batches": len(batches),
                     "batch_ids": MetadataValue.json([b.batch_id for b in batches]),  # the late-batch sensor compares
-                    "batch_rows": sum(b.rows for b in batches),
+                    "batch_rows": batch_rows,
                     "ingested_from": window.ingested_from.isoformat() if window.ingested_from else "(backfill)",
                     "ingested_until": window.ingested_until.isoformat() if window.ingested_until else "(now)",
                     "events_since": window.events_since.isoformat() if dataset.is_time_series else "(record dataset)",

@@ -268,7 +268,8 @@ def late_batch_sensor(specs: list[ExportAssetSpec], jobs: dict[str, object]) -> 
                 now = source.list_batches(
                     spec.dataset, _moment(metadata.get("ingested_from")), _moment(metadata.get("ingested_until"))
                 )
-                missing = sorted(batch.batch_id for batch in now if batch.batch_id not in set(taken))
+                taken_ids = set(taken)
+                missing = sorted(batch.batch_id for batch in now if batch.batch_id not in taken_ids)
                 if not missing:
                     continue
                 digest = hashlib.sha256(",".join(missing).encode()).hexdigest()[:16]

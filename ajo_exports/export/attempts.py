@@ -111,12 +111,10 @@ def _alive(pid: int) -> bool:
 def read_attempts(storage: Storage) -> list[Attempt]:
     found = []
     for obj in storage.list(ATTEMPTS + "/"):
-        if storage.stat(obj.key) is None:
-            continue  # its export completed between the listing and now (exports run concurrently)
         try:
             found.append(Attempt(**json.loads(storage.read_bytes(obj.key))))
         except DestinationError:
-            continue  # the same race, a moment later
+            continue  # its export completed between the listing and the read (exports run concurrently)
         except (ValueError, TypeError) as exc:
             log.warning("ignoring unreadable attempt marker %s: %s", obj.key, exc)
     return found
