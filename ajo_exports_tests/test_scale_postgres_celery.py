@@ -451,6 +451,25 @@ def pg_instance(cluster: tuple[Cluster, str], monkeypatch: pytest.MonkeyPatch) -
         yield instance
 
 
+def kill_during_a_step(cluster: Cluster, instance: Any, attempts: int = 4) -> tuple[str, str, str]:
+    """SIGKILL a worker while it runs an export step; return (worker, run id, step key).
+
+    The broker reports a running task up to a second late, and a small step can end in that second: when the
+    step had already succeeded at the kill, the kill missed it, so the worker is started again and another step
+    is chosen."""
+    from dagster import DagsterEventType
+
+    for _ in range(attempts):
+        victim, run_id, step_key = active_step(cluster)
+        cluster.services[victim].kill()
+        finished = {e.step_key for e in instance.all_logs(run_id, of_type=DagsterEventType.STEP_SUCCESS)}
+        if step_key not in finished:
+            return victim, run_id, step_key
+        cluster.start_worker(victim)
+        wait_workers(cluster)
+    pytest.fail(f"each of {attempts} kills landed after its step had ended\n{cluster.logs()}")
+
+
 def active_step(cluster: Cluster, timeout: float = 120.0) -> tuple[str, str, str]:
     """Wait until a worker runs an export step; return (worker, run id, step key)."""
     from dagster._grpc.types import ExecuteStepArgs
@@ -514,8 +533,7 @@ def test_backfill_on_postgres_and_two_celery_workers_survives_a_lost_worker(
     # A worker dies (SIGKILL, pool and all) while it runs an export step of the second backfill.
     began = time.monotonic()
     second_id = cl.launch_backfill(SECOND)
-    victim, run_id, step_key = active_step(cl)
-    cl.services[victim].kill()
+    victim, run_id, step_key = kill_during_a_step(cl, instance)
     survivor = next(w for w in WORKERS if w != victim)
     second = cl.wait_backfill(second_id, SECOND)
     second_seconds = time.monotonic() - began

@@ -22,6 +22,7 @@ from azure.core.exceptions import AzureError
 from azure.storage.blob import BlobServiceClient, ContainerClient, ContainerSasPermissions, generate_container_sas
 
 from ajo_exports_tests.leaks import register_secret
+from ajo_exports_tests.servers import free_port
 
 ROOT = Path(__file__).resolve().parents[2]
 AZURITE_BLOB = ROOT / "node_modules" / ".bin" / "azurite-blob"
@@ -29,12 +30,6 @@ AZURITE_BLOB = ROOT / "node_modules" / ".bin" / "azurite-blob"
 ACCOUNT = "devstoreaccount1"
 ACCOUNT_KEY = "Eby8vdM02xNOcqFlqUwJPLlmEtlCDXJ1OUzFT50uSRZ6IFsuFq2UVErCz4I6tq/K1SZFPTOtr/KBHBeksoGMGw=="
 register_secret(ACCOUNT_KEY)  # public (Azurite's well-known key), but it stands for a real account key here
-
-
-def free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return sock.getsockname()[1]
 
 
 @dataclass

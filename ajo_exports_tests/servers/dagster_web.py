@@ -15,7 +15,6 @@ import json
 import os
 import shutil
 import signal
-import socket
 import subprocess
 import sys
 import time
@@ -28,6 +27,7 @@ from pathlib import Path
 import pytest
 import yaml
 
+from ajo_exports_tests.servers import free_port
 from ajo_exports_tests.servers.s3 import MotoServer
 
 REPO = Path(__file__).resolve().parents[2]
@@ -42,12 +42,6 @@ START_TIMEOUT = 120.0
 STOP_TIMEOUT = 30.0
 FINISHED = {"SUCCESS", "FAILURE", "CANCELED"}
 S3_KEY_ENV, S3_SECRET_ENV = "AJO_WEB_S3_ACCESS_KEY_ID", "AJO_WEB_S3_SECRET_ACCESS_KEY"
-
-
-def free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return sock.getsockname()[1]
 
 
 def exports_yaml(exports: Path) -> str:

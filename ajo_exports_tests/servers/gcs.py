@@ -9,7 +9,6 @@ from __future__ import annotations
 
 import os
 import signal
-import socket
 import subprocess
 import sys
 import time
@@ -23,14 +22,11 @@ import requests
 from google.auth.credentials import AnonymousCredentials
 from google.cloud import storage
 
+from ajo_exports_tests.servers import free_port
+
 EMULATOR = Path(sys.executable).parent / "gcp-storage-emulator"
 EMULATOR_KEY = '{"type": "emulator"}'
-
-
-def free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return sock.getsockname()[1]
+ATTEMPT_SECONDS = 20.0
 
 
 @dataclass
@@ -61,23 +57,29 @@ class GcsEmulator:
         if not self.on_disk:
             command.append("--in-memory")
         env = {**os.environ, "STORAGE_BASE": str(self.location)}
-        deadline = time.monotonic() + 60  # a loaded 2-core CI machine starts it slowly
-        while True:  # a restart on the same port can find it still held for a moment: start again until the deadline
+        deadline = time.monotonic() + 90  # a loaded 2-core CI machine starts it slowly
+        while True:
             with self.log_path.open("ab") as log:
                 self.process = subprocess.Popen(command, stdout=log, stderr=subprocess.STDOUT, env=env,
                                                 cwd=self.location)
-            while self.process.poll() is None:
-                try:
-                    requests.get(f"{self.endpoint_url}/storage/v1/b", timeout=1)
-                    return self
-                except requests.RequestException:
-                    if time.monotonic() > deadline:
-                        self.stop()
-                        pytest.fail(f"gcp-storage-emulator did not start on port {self.port}: see {self.log_path}")
-                    time.sleep(0.1)
+            if self._answers(until=min(deadline, time.monotonic() + ATTEMPT_SECONDS)):
+                return self
+            # It exited (the port still held after a restart), or it lives without answering: the emulator binds
+            # in a thread, and a failed bind ends only that thread. Either way, start it again until the deadline.
+            self.stop()
             if time.monotonic() > deadline:
-                pytest.fail(f"gcp-storage-emulator exited at start on port {self.port}: see {self.log_path}")
+                tail = self.log_path.read_text(errors="replace")[-2000:]
+                pytest.fail(f"gcp-storage-emulator did not start on port {self.port} in 90 s; its log ends:\n{tail}")
             time.sleep(0.5)
+
+    def _answers(self, until: float) -> bool:
+        while self.process is not None and self.process.poll() is None and time.monotonic() < until:
+            try:
+                requests.get(f"{self.endpoint_url}/storage/v1/b", timeout=1)
+                return True
+            except requests.RequestException:
+                time.sleep(0.1)
+        return False
 
     def stop(self) -> None:
         """Kill the server at once, as a crash would end it for its clients."""

@@ -14,7 +14,6 @@ import pwd
 import secrets
 import shutil
 import signal
-import socket
 import subprocess
 import tempfile
 import time
@@ -26,14 +25,9 @@ from typing import Any
 import pytest
 
 from ajo_exports_tests.leaks import register_secret
+from ajo_exports_tests.servers import free_port
 
 START_TIMEOUT = 60.0
-
-
-def free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return sock.getsockname()[1]
 
 
 def missing(what: str) -> None:

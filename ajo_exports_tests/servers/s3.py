@@ -29,6 +29,7 @@ from botocore.config import Config
 
 from ajo_exports_tests.helpers import ExportRun, assert_delivered, dagster_text, lake_rows  # noqa: F401 - used by tests
 from ajo_exports_tests.leaks import register_secret
+from ajo_exports_tests.servers import free_port
 
 MOTO_SERVER = Path(sys.executable).parent / "moto_server"
 REGION = "us-east-1"
@@ -43,12 +44,6 @@ def policy(**statement: object) -> dict:
 FULL_ACCESS = policy(Action=["s3:*", "sts:AssumeRole"], Resource="*")
 READ_ONLY = policy(Action=["s3:GetObject", "s3:ListBucket"], Resource="*")
 TRUST_ANY = policy(Principal={"AWS": "*"}, Action="sts:AssumeRole")
-
-
-def free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return sock.getsockname()[1]
 
 
 @dataclass(frozen=True)

@@ -28,16 +28,11 @@ import paramiko
 import pytest
 
 from ajo_exports_tests.leaks import register_secret
+from ajo_exports_tests.servers import free_port
 
 SSHD = Path("/usr/sbin/sshd")
 SSH_KEYGEN = shutil.which("ssh-keygen") or "/usr/bin/ssh-keygen"
 INSTALL = "apt-get install -y openssh-server"
-
-
-def free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return sock.getsockname()[1]
 
 
 def _run(command: list[str], what: str, stdin: str | None = None) -> None:
