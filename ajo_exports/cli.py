@@ -34,6 +34,7 @@ from ajo_exports.export.formats import extension
 from ajo_exports.export.layout import LayoutContext, render_folder
 from ajo_exports.export.window import partitions_for
 from ajo_exports.lake import LakeError, LocalLake, generate_batch, seed_lake
+from ajo_exports.lake.resource import open_lake
 
 INSTANCE_YAML = "telemetry:\n  enabled: false\nnux:\n  enabled: false\n"
 
@@ -368,9 +369,12 @@ def cmd_run(args: argparse.Namespace, config: ExportsConfig) -> int:
             raise CliError(
                 f"{config_path()}: destination {destination.name!r} needs environment variables: {', '.join(missing)}"
             )
-    lake = LocalLake(ajo_home() / "lake")
+    if missing := config.source.missing_secrets():
+        raise CliError(f"{config_path()}: source needs environment variables: {', '.join(missing)}")
+    lake = open_lake(config.source, ajo_home())
     if not lake.has_data():
-        raise CliError(f"the lake at {lake.root} is empty: run `ajo-exports lake seed` first")
+        hint = "run `ajo-exports lake seed` first" if config.source.type == "local" else "no dataset has a batch index"
+        raise CliError(f"the lake at {lake.root} is empty: {hint}")
     selected = [
         [d for d in config.datasets_of(config.dataflow(name)) if not args.dataset or d.slug in args.dataset]
         for name in dataflows
@@ -510,7 +514,7 @@ def guardrail_lines(config: ExportsConfig, flow: Dataflow, datasets, problems: l
     limit is a problem (activation refused), a soft one a warning."""
     from ajo_exports.assets import ExportAssetSpec
 
-    lake = LocalLake(ajo_home() / "lake")
+    lake = open_lake(config.source, ajo_home())
     limits = config.guardrails
     hard, setting = limits.max_records(flow)
     lines = [f"Guardrails     warn above {limits.warn_records:,} records; a record dataset's full export at most "
@@ -651,6 +655,16 @@ def cmd_check_connection(args: argparse.Namespace, config: ExportsConfig) -> int
     return 0
 
 
+def cmd_verify_delivery(args: argparse.Namespace, config: None) -> int:
+    """Receiver-side verification (ajo_exports.receiver): reads the store with its own SDK, no Dagster run."""
+    from ajo_exports.receiver import ReceiverError, run
+
+    try:
+        return run(args, args.receiver_config or args.config)
+    except ReceiverError as exc:
+        raise CliError(str(exc)) from None
+
+
 def cmd_destinations(args: argparse.Namespace, config: ExportsConfig) -> int:
     require(config, args, Permission.VIEW_DESTINATIONS)
     rows = [[d.name, d.type, d.destination_id, d.folder or "/"] for d in config.destinations]
@@ -731,6 +745,22 @@ def parser() -> argparse.ArgumentParser:
     activate = sub.add_parser("activate", help="confirm a reviewed dataflow so that its schedule runs it")
     activate.add_argument("dataflow")
     activate.set_defaults(func=cmd_activate, needs_config=True)
+
+    delivery = sub.add_parser(
+        "verify-delivery", help="check a delivered window as its receiver (no Dagster): files, sizes, sha256, rows, "
+        "strays; exit 1 when incomplete", epilog="credentials: --config/--destination, else AWS_ACCESS_KEY_ID, "
+        "AWS_SECRET_ACCESS_KEY, AWS_REGION; AZURE_STORAGE_CONNECTION_STRING, AZURE_STORAGE_SAS_TOKEN, "
+        "AZURE_STORAGE_SAS_URL, AZURE_STORAGE_KEY or AZURE_TENANT_ID/AZURE_CLIENT_ID/AZURE_CLIENT_SECRET; "
+        "GCS_HMAC_ACCESS_KEY_ID/GCS_HMAC_SECRET, GCS_SERVICE_ACCOUNT_JSON or GOOGLE_APPLICATION_CREDENTIALS; "
+        "SFTP_PASSWORD or SFTP_PRIVATE_KEY with SFTP_KNOWN_HOSTS or SFTP_HOST_KEY_FINGERPRINT (see ajo-verify-delivery "
+        "--help)",
+    )
+    delivery.add_argument("uri", help="a manifest URI or a window folder URI (.../<datasetId>/exportTime=.../)")
+    delivery.add_argument("--config", dest="receiver_config", help="exports.yaml holding the destination's credentials")
+    delivery.add_argument("--destination", help="the destination entry of --config (else the environment's keys)")
+    delivery.add_argument("--endpoint-url", help="the store's endpoint (S3, GCS, Azure Blob), e.g. an emulator")
+    delivery.add_argument("--json", action="store_true", help="print the report as one JSON object")
+    delivery.set_defaults(func=cmd_verify_delivery, needs_config=False)
 
     dest = sub.add_parser("destinations", help="list the configured destinations")
     dest.set_defaults(func=cmd_destinations, needs_config=True)

@@ -125,6 +125,14 @@ SECRET_FIELD_HINTS = (
 class _Model(BaseModel):
     model_config = ConfigDict(extra="forbid", frozen=True)
 
+    def missing_secrets(self) -> list[str]:
+        """Secret fields whose environment variable is not set here (review reports them before a run fails)."""
+        return [
+            f"{field} (${{{value.env_var}}})"
+            for field, value in self
+            if isinstance(value, SecretRef) and not os.environ.get(value.env_var)
+        ]
+
 
 DEFAULT_MAX_CONCURRENT_EXPORTS = 2
 
@@ -170,14 +178,6 @@ class _DestinationBase(_Model):
         if not any(given) and getattr(self, alternative) is not None:
             return alternative
         raise ValueError(f"give either {pair[0]} and {pair[1]}, or {alternative}")
-
-    def missing_secrets(self) -> list[str]:
-        """Secret fields whose environment variable is not set here (review reports them before a run fails)."""
-        return [
-            f"{field} (${{{value.env_var}}})"
-            for field, value in self
-            if isinstance(value, SecretRef) and not os.environ.get(value.env_var)
-        ]
 
 
 class LocalDestinationConfig(_DestinationBase):
@@ -346,6 +346,98 @@ DestinationConfig = Annotated[
     | SftpDestinationConfig,
     Field(discriminator="type"),
 ]
+
+
+LAKE_URL = re.compile(r"^(?P<scheme>s3|gs|az|abfss)://(?P<bucket>[^/?#]+)(?P<prefix>/[^?#]*)?$")
+ENDPOINT = re.compile(r"^https?://[^/?#\s]+(/[^?#\s]*)?$")
+# Per scheme of a lake URL: the credentials it needs, and the fields that apply to it.
+LAKE_FIELDS: dict[str, tuple[tuple[str, ...], tuple[str, ...]]] = {
+    "s3": (("access_key_id", "secret_access_key"), ("endpoint_url", "region", "access_key_id", "secret_access_key")),
+    "gs": (("service_account_json",), ("endpoint_url", "service_account_json")),
+    "az": (("account_name", "account_key"), ("account_name", "account_key", "blob_endpoint")),
+    "abfss": (("account_key",), ("account_name", "account_key", "blob_endpoint")),
+}
+
+
+class LocalSourceConfig(_Model):
+    """The embedded local lake (the default): Parquet batches and a batch index per dataset under `path`."""
+
+    type: Literal["local"]
+    path: str | None = None  # default: <AJO_EXPORTS_HOME>/lake
+
+    def lake_root(self, home: Path) -> Path:
+        return Path(self.path).expanduser().resolve() if self.path else home / "lake"
+
+
+class ObjectStoreSourceConfig(_Model):
+    """The same lake layout under an s3://, gs://, az:// or abfss:// URL, read with an explicit endpoint and
+    explicit keys (never a cloud metadata service)."""
+
+    type: Literal["object_store"]
+    url: str
+    endpoint_url: str | None = None  # S3 (default https://s3.<region>.amazonaws.com) or a GCS emulator
+    region: str | None = None
+    access_key_id: Secret | None = None
+    secret_access_key: Secret | None = None
+    account_name: str | None = None
+    account_key: Secret | None = None
+    blob_endpoint: str | None = None  # Azure (default https://<account>.blob.core.windows.net)
+    service_account_json: Secret | None = None
+
+    @field_validator("url")
+    @classmethod
+    def _url(cls, value: str) -> str:
+        match = LAKE_URL.match(value)
+        if not match:
+            raise ValueError(
+                "use s3://bucket/prefix, gs://bucket/prefix, az://container/prefix or "
+                "abfss://container@account.dfs.core.windows.net/prefix"
+            )
+        scheme, bucket, prefix = match["scheme"], match["bucket"], (match["prefix"] or "").strip("/")
+        if scheme == "s3" and not S3_BUCKET.search(bucket):
+            raise ValueError("S3 bucket names are 3-63 lowercase letters, digits, '-' or '.', not IP-shaped")
+        if scheme == "gs" and not GCS_BUCKET.match(bucket):
+            raise ValueError("GCS bucket names are 3-63 of [a-z0-9-_.]")
+        if scheme == "az" and not AZURE_CONTAINER.match(bucket):
+            raise ValueError("container names are 3-63 lowercase letters, digits and single hyphens")
+        if scheme == "abfss" and not ABFSS_URL.match(f"abfss://{bucket}"):
+            raise ValueError("url must be abfss://<container>@<account>.dfs.core.windows.net/<prefix>")
+        if not FOLDER.match(prefix) or ".." in prefix.split("/") or "//" in prefix:
+            raise ValueError("the prefix may hold only ASCII letters, digits and / ! - _ . * ' ( ), and no '..'")
+        return value.rstrip("/")
+
+    @field_validator("endpoint_url", "blob_endpoint")
+    @classmethod
+    def _endpoint(cls, value: str | None) -> str | None:
+        if value is not None and not ENDPOINT.match(value):
+            raise ValueError("endpoints are http(s)://host[:port][/path] URLs")
+        return value
+
+    @model_validator(mode="after")
+    def _credentials(self) -> ObjectStoreSourceConfig:
+        needed, applies = LAKE_FIELDS[self.scheme]
+        for name in type(self).model_fields:
+            if name not in ("type", "url", *applies) and getattr(self, name) is not None:
+                where = ", ".join(f"{s}://" for s, (_, fields) in LAKE_FIELDS.items() if name in fields)
+                raise FieldProblem(("source", name), f"{name} applies only to {where} lake URLs, not {self.url}")
+        for name in needed:
+            if getattr(self, name) is None:
+                kind = "a ${VAR} reference" if name != "account_name" else "the storage account's name"
+                raise FieldProblem(
+                    ("source", name), f"a {self.scheme}:// lake needs {name} ({kind}): credentials are always explicit"
+                )
+        if self.scheme == "abfss" and self.account_name:
+            account = ABFSS_URL.match(f"abfss://{LAKE_URL.match(self.url)['bucket']}")["account"]  # type: ignore[index]
+            if self.account_name != account:
+                raise FieldProblem(("source", "account_name"), f"is not the url's account {account!r}")
+        return self
+
+    @property
+    def scheme(self) -> str:
+        return LAKE_URL.match(self.url)["scheme"]  # type: ignore[index]
+
+
+SourceConfig = Annotated[LocalSourceConfig | ObjectStoreSourceConfig, Field(discriminator="type")]
 
 
 class FileFormat(StrEnum):
@@ -528,14 +620,45 @@ class Execution(_Model):
         return self.max_concurrent or os.cpu_count() or 1
 
 
+class OpenLineageConfig(_Model):
+    """Where each export's OpenLineage run events go (START, COMPLETE, FAIL): an HTTP collector such as Marquez, or
+    a file of one JSON event per line. Off without the section; a collector that fails or cannot be reached costs
+    one warning in the run's log, never an export. Operational, like `execution`: not part of a dataflow's review."""
+
+    transport: Literal["http", "file"]
+    url: str | None = None  # http: the collector, e.g. http://127.0.0.1:5000
+    endpoint: str = "api/v1/lineage"
+    api_key: Secret | None = None  # http: sent as `Authorization: Bearer <key>`
+    timeout_seconds: float = Field(2.0, gt=0, le=30)
+    path: str | None = None  # file: appended to; relative paths are against the working directory
+
+    @model_validator(mode="after")
+    def _transport(self) -> OpenLineageConfig:
+        if self.transport == "http":
+            if not self.url or not re.match(r"^https?://[^/\s]+", self.url):
+                raise ValueError("transport: http needs url: http(s)://<host>[:<port>] of the OpenLineage collector")
+            if "@" in self.url.split("//", 1)[1].split("/", 1)[0]:
+                raise ValueError("url may not carry credentials: give api_key: ${MY_SECRET} instead")
+            if self.path is not None:
+                raise ValueError("path applies only to transport: file")
+        else:
+            if not self.path:
+                raise ValueError("transport: file needs path: the file the events are appended to")
+            if self.url is not None or self.api_key is not None:
+                raise ValueError("url and api_key apply only to transport: http")
+        return self
+
+
 class ExportsConfig(_Model):
     organization: Organization = Organization()
+    source: SourceConfig = LocalSourceConfig(type="local")
     destinations: list[DestinationConfig]
     dataflows: list[Dataflow]
     access: dict[str, list[Permission]] = {}
     webhook_url: str | None = None
     execution: Execution = Execution()
     guardrails: Guardrails = Guardrails()
+    openlineage: OpenLineageConfig | None = None
 
     @model_validator(mode="after")
     def _references(self) -> ExportsConfig:

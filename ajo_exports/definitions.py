@@ -41,7 +41,7 @@ from ajo_exports.checks import delivery_check, freshness_checks
 from ajo_exports.config import ConfigError, ExportsConfig, ajo_home, config_digest, config_path, load_config
 from ajo_exports.destinations import build_destination
 from ajo_exports.export.io_manager import ExportIOManager
-from ajo_exports.lake.resource import LakeResource
+from ajo_exports.lake.resource import lake_resource
 from ajo_exports.operations import STEP_JOBS_ENV, STEP_PRELOAD
 from ajo_exports.schedules import dataflow_schedule
 from ajo_exports.sensors import (
@@ -133,9 +133,13 @@ def _build_definitions(config: ExportsConfig, home: Path, dataflow: str | None) 
     }
     destinations = {flow.destination for flow in flows}
     resources = {
-        "lake": LakeResource(root=str(home / "lake")),
+        "lake": lake_resource(config.source, home),
         **{
-            io_manager_key(d.name): ExportIOManager(destination=build_destination(d), scratch_dir=str(home / "tmp"))
+            io_manager_key(d.name): ExportIOManager(
+                destination=build_destination(d),
+                scratch_dir=str(home / "tmp"),
+                openlineage=config.openlineage.model_dump_json() if config.openlineage else None,
+            )
             for d in config.destinations
             if d.name in destinations or dataflow is None
         },

@@ -18,6 +18,7 @@ from ajo_exports.config import Compression, FileFormat, Schedule, destination_id
 from ajo_exports.destinations.base import DestinationResource, Storage
 from ajo_exports.export.attempts import sweep_failed_attempts
 from ajo_exports.export.layout import LayoutContext, render_folder
+from ajo_exports.export.openlineage import export_lineage
 from ajo_exports.export.window import ExportWindow, window_for
 from ajo_exports.export.writer import ExportProgress, ExportResult, ExportSpec, export_frame
 from ajo_exports.lake import Selection
@@ -68,6 +69,7 @@ class ExportIOManager(ConfigurableIOManager):
 
     destination: DestinationResource
     scratch_dir: str | None = None
+    openlineage: str | None = None  # exports.yaml's `openlineage:` section as JSON: where run events go
 
     def handle_output(self, context: OutputContext, obj: Selection | pl.LazyFrame) -> None:
         settings = settings_of(context.definition_metadata)
@@ -80,7 +82,8 @@ class ExportIOManager(ConfigurableIOManager):
             run = instance.get_run_by_id(run_id)
             return None if run is None else run.is_finished
 
-        with self.destination.open_storage() as storage:
+        lineage = export_lineage(self.openlineage, context, settings, obj, self.destination, window.export_time)
+        with lineage, self.destination.open_storage() as storage:  # FAIL if anything below raises
             swept = sweep_failed_attempts(storage, run_finished)
             if swept:
                 more = " …" if len(swept) > 5 else ""
@@ -117,7 +120,9 @@ class ExportIOManager(ConfigurableIOManager):
                 and ("%EXPORT_TIME%" in template or "%DATETIME" in template),
             )
             scratch = Path(self.scratch_dir) if self.scratch_dir else None
+            lineage.start(storage, folder)
             result = export_frame(storage, obj, spec, scratch, ProgressLog(context, settings["dataset_id"]))
+            lineage.complete(storage, result)
             removed = {"failed_attempt_files_removed": MetadataValue.int(len(swept))}
             context.add_output_metadata({**export_metadata(storage, result, window), **removed})
 

@@ -50,6 +50,18 @@ def _utc(moment: datetime) -> datetime:
     return moment.astimezone(UTC)
 
 
+def select_batches(
+    batches: list[Batch], ingested_from: datetime | None, ingested_until: datetime | None
+) -> list[Batch]:
+    """The batches ingested in [from, until), by ingestion time then ID: the one window rule of every lake."""
+    lower = _utc(ingested_from) if ingested_from is not None else None
+    upper = _utc(ingested_until) if ingested_until is not None else None
+    selected = [
+        b for b in batches if (lower is None or b.ingested_at >= lower) and (upper is None or b.ingested_at < upper)
+    ]
+    return sorted(selected, key=lambda b: (b.ingested_at, b.batch_id))
+
+
 def _iso_z(moment: datetime) -> str:
     return _utc(moment).isoformat().replace("+00:00", "Z")
 
@@ -220,13 +232,8 @@ class LocalLake:
         ingested_until: datetime | None = None,
     ) -> list[Batch]:
         """Batches ingested in [from, until), oldest first; raises LakeError when the dataset was never seeded."""
-        lower = _utc(ingested_from) if ingested_from is not None else None
-        upper = _utc(ingested_until) if ingested_until is not None else None
         batches = [self._batch(dataset, entry) for entry in self._read_index(dataset)]
-        selected = [
-            b for b in batches if (lower is None or b.ingested_at >= lower) and (upper is None or b.ingested_at < upper)
-        ]
-        return sorted(selected, key=lambda b: (b.ingested_at, b.batch_id))
+        return select_batches(batches, ingested_from, ingested_until)
 
     def read(
         self, dataset: Dataset, batch: Batch, start: int = 0, length: int | None = None, chunk_rows: int = 10_000
