@@ -310,3 +310,34 @@ class _Store:
 )
 def test_output_dataset_naming(store: _Store, expected: tuple[str, str]) -> None:
     assert output_dataset(store, "ds/exportTime=202611020600") == expected  # type: ignore[arg-type]
+
+
+def test_events_name_what_s3_holds(lake_root: Path, instance, receiver, api_key, s3_server,
+                                   monkeypatch: pytest.MonkeyPatch) -> None:
+    """To a real S3 server (moto): the output is `s3://<bucket>` with the window folder's key as its name, the
+    manifest URI is an object that S3 lists there, and the byte count is what S3 holds under that folder."""
+    from ajo_exports_tests.test_destination_s3 import KEY_ENV as S3_KEY_ENV
+    from ajo_exports_tests.test_destination_s3 import SECRET_ENV as S3_SECRET_ENV
+    from ajo_exports_tests.test_destination_s3 import s3_config
+
+    assert s3_server.writer is not None
+    monkeypatch.setenv(S3_KEY_ENV, s3_server.writer.access_key_id)
+    monkeypatch.setenv(S3_SECRET_ENV, s3_server.writer.secret_access_key)
+    bucket = s3_server.create_bucket()
+    config = s3_config(bucket, s3_server.endpoint_url) + ORGANIZATION + http_section(receiver.url)
+    run = run_export(config, lake_root, dataflow="to-s3", datasets=[FEEDBACK], export_time=EXPORT_TIME,
+                     instance=instance)
+    assert run.success, run.error
+    assert receiver.errors == []
+    assert [e["eventType"] for e in receiver.events] == ["START", "COMPLETE"]
+    complete = receiver.events[1]
+    dataset_id = get_dataset(FEEDBACK).dataset_id
+    folder = f"exports/ajo/{dataset_id}/exportTime=202611020600"
+    (target,) = complete["outputs"]
+    assert (target["namespace"], target["name"]) == (f"s3://{bucket}", folder)
+    held = s3_server.s3().list_objects_v2(Bucket=bucket, Prefix=folder + "/")["Contents"]
+    manifests = [o["Key"] for o in held if o["Key"].rsplit("/", 1)[1].startswith("manifest-")]
+    assert complete["run"]["facets"][FACET_KEY]["manifestUri"] == f"s3://{bucket}/{manifests[0]}"
+    statistics = target["outputFacets"]["outputStatistics"]
+    assert statistics["size"] == sum(o["Size"] for o in held if o["Key"] not in manifests)
+    assert statistics["fileCount"] == len(held) - 1 and statistics["rowCount"] == run.exports[FEEDBACK]["rows"]
