@@ -5,6 +5,7 @@ import inspect
 import warnings
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
+from datetime import datetime
 
 from dagster import (
     AssetCheckKey,
@@ -32,8 +33,9 @@ from dagster import (
 )
 
 from ajo_exports.catalog import Dataset
-from ajo_exports.config import Dataflow, DestinationConfig, Guardrails, Organization, Schedule
+from ajo_exports.config import Dataflow, DestinationConfig, Guardrails, OpenLineageConfig, Organization, Schedule
 from ajo_exports.export.io_manager import run_created
+from ajo_exports.export.openlineage import ExportLineage
 from ajo_exports.export.window import partitions_for, window_for
 from ajo_exports.lake import Batch, Selection
 from ajo_exports.lake.resource import LakeResource
@@ -158,6 +160,7 @@ class ExportAssetSpec:
     destination: DestinationConfig
     organization: Organization
     guardrails: Guardrails = field(default_factory=Guardrails)
+    openlineage: OpenLineageConfig | None = None  # where run events go, also for an export refused here
 
     def guardrail(self, records: int, *, full_export: bool) -> GuardrailStatus:
         """AEP's guardrails for an export of `records` records (§6): a record dataset's first, full export above
@@ -284,16 +287,20 @@ def export_asset(spec: ExportAssetSpec) -> AssetsDefinition:
             tags=dict(context.run.tags),
             run_created=run_created(context),
         )
-        source = lake.open()
-        everything = source.list_batches(dataset)
-        context.log_event(AssetObservation(asset_key=dataset_key(dataset), metadata=observed(everything)))
-        batches = source.list_batches(dataset, window.ingested_from, window.ingested_until)
-        source.scan(dataset, batches)  # checks every selected batch file's footer and schema before anything is written
+        try:
+            source = lake.open()
+            everything = source.list_batches(dataset)
+            context.log_event(AssetObservation(asset_key=dataset_key(dataset), metadata=observed(everything)))
+            batches = source.list_batches(dataset, window.ingested_from, window.ingested_until)
+            source.scan(dataset, batches)  # checks each selected batch's footer and schema before anything is written
+            records = batch_rows = sum(b.rows for b in batches)
+            guardrail = spec.guardrail(records, full_export=window.ingested_from is None)
+            if guardrail.refusal:  # before anything is published: the destination is not touched
+                raise GuardrailError(guardrail.refusal)
+        except Exception as exc:  # refused before the IO manager, which reports the rest: lineage sees a FAIL too
+            refused_lineage(spec, context, window.export_time).fail(exc)
+            raise
         selection = Selection(source, dataset, tuple(batches), window.events_since if dataset.is_time_series else None)
-        records = batch_rows = sum(b.rows for b in batches)
-        guardrail = spec.guardrail(records, full_export=window.ingested_from is None)
-        if guardrail.refusal:  # before anything is published: the destination is not touched
-            raise GuardrailError(guardrail.refusal)
         if records > spec.guardrails.warn_records and dataset.is_time_series:  # only then count the exact rows
             records = exported_rows(selection)
             guardrail = spec.guardrail(records, full_export=window.ingested_from is None)
@@ -324,6 +331,27 @@ def export_asset(spec: ExportAssetSpec) -> AssetsDefinition:
             )
 
     return _export
+
+
+def refused_lineage(spec: ExportAssetSpec, context: AssetExecutionContext, export_time: datetime) -> ExportLineage:
+    """The OpenLineage run of an export that fails before its IO manager starts it (same run ID as the IO manager's
+    events would carry), so a refused export is a FAIL in the lineage service, not a silence."""
+    return ExportLineage(
+        spec.openlineage,
+        warn=context.log.warning,
+        dagster_run_id=context.run.run_id,
+        dagster_job=context.job_name,
+        asset=spec.key.to_user_string(),
+        partition=context.partition_key if context.has_partition_key else None,
+        dataflow=spec.dataflow.name,
+        dataset_id=spec.dataset.dataset_id,
+        organization=spec.organization.name,
+        sandbox=spec.organization.sandbox,
+        destination=spec.destination.name,
+        destination_type=spec.destination.type,
+        columns={},
+        export_time=export_time,
+    )
 
 
 LICENSE_USAGE = AssetKey(["ajo", "license_usage"])

@@ -57,7 +57,8 @@ from ajo_exports.sensors import (
 
 def export_specs(config: ExportsConfig) -> list[ExportAssetSpec]:
     return [
-        ExportAssetSpec(flow, dataset, config.destination(flow.destination), config.organization, config.guardrails)
+        ExportAssetSpec(flow, dataset, config.destination(flow.destination), config.organization, config.guardrails,
+                        config.openlineage)
         for flow in config.dataflows
         for dataset in config.datasets_of(flow)
     ]

@@ -341,3 +341,22 @@ def test_events_name_what_s3_holds(lake_root: Path, instance, receiver, api_key,
     statistics = target["outputFacets"]["outputStatistics"]
     assert statistics["size"] == sum(o["Size"] for o in held if o["Key"] not in manifests)
     assert statistics["fileCount"] == len(held) - 1 and statistics["rowCount"] == run.exports[FEEDBACK]["rows"]
+
+
+def test_export_refused_before_writing_is_a_fail(tmp_path: Path, lake_root: Path, instance, receiver, api_key) -> None:
+    """A record dataset's full export above the hard guardrail is refused before the destination is touched: the
+    lineage service still sees the run, as one FAIL naming the refusal, with no output folder."""
+    exports = tmp_path / "exports"
+    guardrails = "guardrails: {record_dataset_max_records: 1}\n"
+    config = local_config(exports, datasets=[JOURNEYS], extra=ORGANIZATION + guardrails + http_section(receiver.url))
+    run = run_export(config, lake_root, dataflow="demo", export_time=EXPORT_TIME, instance=instance)
+    assert not run.success and "guardrails.record_dataset_max_records" in (run.error or ""), run.error
+    assert receiver.errors == []
+    assert [e["eventType"] for e in receiver.events] == ["FAIL"]
+    (fail,) = receiver.events
+    dataset_id = get_dataset(JOURNEYS).dataset_id
+    assert fail["run"]["runId"] == run_uuid(run.run_id, f"export/demo/{JOURNEYS}")
+    assert fail["job"]["name"] == f"demo.{dataset_id}" and fail["outputs"] == []
+    assert [(i["namespace"], i["name"]) for i in fail["inputs"]] == [("aep://acme/dev", dataset_id)]
+    assert fail["run"]["facets"]["errorMessage"]["message"].startswith("GuardrailError: dataset journeys")
+    assert not exports.exists() or not any(exports.rglob("*.parquet"))
