@@ -115,6 +115,28 @@ def _entry_problem(entry: object) -> str | None:
     return None
 
 
+def checked_index(entries: object, where: str, dataset: Dataset) -> list[dict[str, Any]]:
+    """A parsed batch index, every entry checked: the index format of every lake, local or on object storage."""
+    if not isinstance(entries, list):
+        raise LakeError(f"batch index {where} of dataset {dataset.slug} must be a JSON list of batches")
+    for number, entry in enumerate(entries):
+        problem = _entry_problem(entry)
+        if problem:
+            raise LakeError(f"batch index {where} of dataset {dataset.slug}: entry {number}: {problem}")
+    return entries
+
+
+def batch_of(dataset: Dataset, entry: dict[str, Any], path: str) -> Batch:
+    """The Batch of a checked index entry whose file is at `path`."""
+    return Batch(
+        dataset_slug=dataset.slug,
+        batch_id=entry["batchId"],
+        ingested_at=datetime.fromisoformat(entry["ingestedAt"]).astimezone(UTC),
+        rows=int(entry["rows"]),
+        path=path,
+    )
+
+
 def _sort_key(entry: dict[str, Any]) -> tuple[datetime, str]:
     return datetime.fromisoformat(entry["ingestedAt"]).astimezone(UTC), entry["batchId"]
 
@@ -149,13 +171,7 @@ class LocalLake:
             raise LakeError(f"batch index {path} of dataset {dataset.slug} cannot be read: {exc.strerror}") from None
         except ValueError as exc:  # JSONDecodeError and UnicodeDecodeError
             raise LakeError(f"batch index {path} of dataset {dataset.slug} is not valid JSON: {exc}") from None
-        if not isinstance(entries, list):
-            raise LakeError(f"batch index {path} of dataset {dataset.slug} must be a JSON list of batches")
-        for number, entry in enumerate(entries):
-            problem = _entry_problem(entry)
-            if problem:
-                raise LakeError(f"batch index {path} of dataset {dataset.slug}: entry {number}: {problem}")
-        return entries
+        return checked_index(entries, str(path), dataset)
 
     def _write_index(self, dataset: Dataset, entries: list[dict[str, Any]]) -> None:
         path = self._index_path(dataset)
@@ -164,13 +180,7 @@ class LocalLake:
         os.replace(tmp, path)
 
     def _batch(self, dataset: Dataset, entry: dict[str, Any]) -> Batch:
-        return Batch(
-            dataset_slug=dataset.slug,
-            batch_id=entry["batchId"],
-            ingested_at=datetime.fromisoformat(entry["ingestedAt"]).astimezone(UTC),
-            rows=int(entry["rows"]),
-            path=str(self._dir(dataset) / entry["file"]),
-        )
+        return batch_of(dataset, entry, str(self._dir(dataset) / entry["file"]))
 
     # --- state ------------------------------------------------------------------------------------------------
 

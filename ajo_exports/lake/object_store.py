@@ -16,13 +16,13 @@ import json
 import re
 from collections.abc import Iterator, Sequence
 from dataclasses import dataclass
-from datetime import UTC, datetime
+from datetime import datetime
 from typing import Any
 
 import polars as pl
 
 from ajo_exports.catalog import DATASETS, Dataset
-from ajo_exports.lake.local import INDEX_FILE, _entry_problem, _schema_mismatch, select_batches
+from ajo_exports.lake.local import INDEX_FILE, _schema_mismatch, batch_of, checked_index, select_batches
 from ajo_exports.lake.source import Batch, LakeError
 
 __all__ = ["LakeUrl", "ObjectStoreLake", "parse_lake_url", "storage_options"]
@@ -224,22 +224,10 @@ class ObjectStoreLake:
             entries = json.loads("\n".join(lines.to_series().to_list()))
         except ValueError as exc:
             raise LakeError(f"batch index {url} of dataset {dataset.slug} is not valid JSON: {exc}") from None
-        if not isinstance(entries, list):
-            raise LakeError(f"batch index {url} of dataset {dataset.slug} must be a JSON list of batches")
-        for number, entry in enumerate(entries):
-            problem = _entry_problem(entry)
-            if problem:
-                raise LakeError(f"batch index {url} of dataset {dataset.slug}: entry {number}: {problem}")
-        return entries
+        return checked_index(entries, url, dataset)
 
     def _batch(self, dataset: Dataset, entry: dict[str, Any]) -> Batch:
-        return Batch(
-            dataset_slug=dataset.slug,
-            batch_id=entry["batchId"],
-            ingested_at=datetime.fromisoformat(entry["ingestedAt"]).astimezone(UTC),
-            rows=int(entry["rows"]),
-            path=self._object(dataset, entry["file"]),
-        )
+        return batch_of(dataset, entry, self._object(dataset, entry["file"]))
 
     # --- state ------------------------------------------------------------------------------------------------
 
