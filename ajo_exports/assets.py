@@ -46,15 +46,6 @@ GUARDRAIL_CHECK = "within_guardrails"
 # Op tag of every export and delivery check, and run tag of every dataflow job: the executor limits the steps of a
 # run per destination by it (max_concurrent_exports) and the run queue limits the runs per destination.
 DESTINATION_TAG = "ajo/destination"
-KINDS = {
-    "local": "file",
-    "amazon_s3": "s3",
-    "azure_blob": "azure",
-    "adls_gen2": "azure",
-    "data_landing_zone": "azure",
-    "google_cloud_storage": "gcs",
-    "sftp": "sftp",
-}
 
 
 def dataset_key(dataset: Dataset) -> AssetKey:
@@ -252,7 +243,7 @@ def export_asset(spec: ExportAssetSpec) -> AssetsDefinition:
                 key=spec.key,
                 io_manager_key=spec.io_manager_key,
                 group_name=spec.group,
-                kinds={"polars", KINDS[spec.destination.type], spec.dataflow.format.value},
+                kinds={"polars", spec.destination.kind, spec.dataflow.format.value},
                 tags={"tier": dataset.tier.value, "destination_type": spec.destination.type,
                       DATAFLOW_TAG: spec.dataflow.name},
                 metadata=spec.settings(),

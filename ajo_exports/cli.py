@@ -18,23 +18,15 @@ from typing import NoReturn
 
 from ajo_exports.activation import Confirmations
 from ajo_exports.catalog import DATASETS, Tier, UnknownDatasetError, datasets_for_tier, get_dataset
-from ajo_exports.config import (
-    ConfigError,
-    Dataflow,
-    ExportsConfig,
-    Frequency,
-    Permission,
-    ajo_home,
-    config_path,
-    load_config,
-)
-from ajo_exports.destinations import open_destination
+from ajo_exports.config import ConfigError, Dataflow, ExportsConfig, Frequency, Permission, config_path, load_config
 from ajo_exports.destinations.base import DestinationError, probe
+from ajo_exports.destinations.resource import open_destination
 from ajo_exports.export.formats import extension
 from ajo_exports.export.layout import LayoutContext, render_folder
 from ajo_exports.export.window import partitions_for
 from ajo_exports.lake import LakeError, LocalLake, generate_batch, seed_lake
 from ajo_exports.lake.resource import open_lake
+from ajo_exports.settings import ajo_home
 
 INSTANCE_YAML = "telemetry:\n  enabled: false\nnux:\n  enabled: false\n"
 

@@ -38,8 +38,8 @@ from ajo_exports.assets import (
 )
 from ajo_exports.catalog import DATASETS
 from ajo_exports.checks import delivery_check, freshness_checks
-from ajo_exports.config import ConfigError, ExportsConfig, ajo_home, config_digest, config_path, load_config
-from ajo_exports.destinations import build_destination
+from ajo_exports.config import ConfigError, ExportsConfig, config_digest, config_path, load_config
+from ajo_exports.destinations.resource import build_destination
 from ajo_exports.export.io_manager import ExportIOManager
 from ajo_exports.lake.resource import lake_resource
 from ajo_exports.operations import STEP_JOBS_ENV, STEP_PRELOAD
@@ -53,6 +53,7 @@ from ajo_exports.sensors import (
     license_usage_sensor,
     lineage_sensor,
 )
+from ajo_exports.settings import ajo_home
 
 
 def export_specs(config: ExportsConfig) -> list[ExportAssetSpec]:

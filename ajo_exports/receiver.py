@@ -52,8 +52,9 @@ from pathlib import Path
 from typing import Any, NoReturn
 from urllib.parse import parse_qs, unquote, urlsplit
 
-from ajo_exports.config import ConfigError, SecretRef, config_path, load_config
+from ajo_exports.config import ConfigError, config_path, load_config
 from ajo_exports.export.manifest import ExportedFile, Manifest, is_manifest
+from ajo_exports.settings import SecretRef
 
 CHUNK = 1024 * 1024
 FOOTER_TAIL = 16 * CHUNK  # the most of a Parquet file's end kept while hashing, to read its footer from

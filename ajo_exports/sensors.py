@@ -41,7 +41,7 @@ from ajo_exports.assets import (
     job_name,
 )
 from ajo_exports.config import ExportsConfig
-from ajo_exports.destinations import open_destination
+from ajo_exports.destinations.resource import open_destination
 from ajo_exports.lake.resource import LakeResource
 
 log = logging.getLogger(__name__)

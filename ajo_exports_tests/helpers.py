@@ -17,11 +17,12 @@ import yaml
 from dagster import DagsterInstance
 
 from ajo_exports.catalog import get_dataset
-from ajo_exports.config import ExportsConfig, destination_id, load_config
+from ajo_exports.config import ExportsConfig, load_config
 from ajo_exports.definitions import build_definitions, export_specs
 from ajo_exports.export.formats import read_part
 from ajo_exports.lake import LocalLake
 from ajo_exports.operations import RunReport, run_dataflow
+from ajo_exports.settings import destination_id
 
 
 @dataclass

@@ -14,7 +14,8 @@ import yaml
 
 from ajo_exports.catalog import DATASETS, Tier, datasets_for_tier, get_dataset
 from ajo_exports.cli import main
-from ajo_exports.config import ConfigError, SecretRef, load_config
+from ajo_exports.config import ConfigError, load_config
+from ajo_exports.settings import SecretRef
 
 FEEDBACK = "ajo_message_feedback_event_dataset"
 DROP = object()  # a field value meaning "remove this field"

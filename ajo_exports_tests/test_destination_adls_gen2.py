@@ -4,8 +4,8 @@ itself against Azurite through `blob_endpoint`.
 Azurite answers DFS calls with an empty 400 and takes no Azure AD token over http, so the Azurite runs use
 `AzuriteAdlsGen2Destination`: the real resource with only `credential()` replaced by a shared-key credential whose
 key is the configured `client_secret`. URL parsing, endpoint choice, block upload, checksums, error mapping and the
-Dagster wiring are the production code; the e2e tests register the subclass for `adls_gen2` in the destination
-registry (`RESOURCES`), the one place that maps a config type to its resource class.
+Dagster wiring are the production code; the e2e tests replace `credential()` on the destination's settings model,
+so exports.yaml and definitions run unchanged.
 """
 
 from __future__ import annotations
@@ -19,9 +19,9 @@ import yaml
 from azure.core.credentials import AzureNamedKeyCredential
 from azure.identity import ClientSecretCredential
 
-from ajo_exports.destinations import RESOURCES
-from ajo_exports.destinations.adls_gen2 import AdlsGen2Destination, parse_abfss
+from ajo_exports.destinations.adls_gen2 import AdlsGen2DestinationConfig, parse_abfss
 from ajo_exports.destinations.base import DestinationError
+from ajo_exports.destinations.resource import resource_class
 from ajo_exports_tests.helpers import run_export
 from ajo_exports_tests.servers.azurite import ACCOUNT, Azurite
 from ajo_exports_tests.test_destination_azure_blob import (
@@ -40,11 +40,19 @@ TENANT = "11111111-2222-3333-4444-555555555555"
 CLIENT_ID = "66666666-7777-8888-9999-000000000000"
 
 
-class AzuriteAdlsGen2Destination(AdlsGen2Destination):
-    """The test seam: Azurite's shared key (given as client_secret) instead of an Azure AD token."""
+AdlsGen2Destination = resource_class(AdlsGen2DestinationConfig)
 
-    def credential(self) -> AzureNamedKeyCredential:
-        return AzureNamedKeyCredential(parse_abfss(self.url)[1], self.client_secret)
+
+def azurite_credential(self: AdlsGen2DestinationConfig) -> AzureNamedKeyCredential:
+    """The test seam: Azurite's shared key (given as client_secret) instead of an Azure AD token."""
+    return AzureNamedKeyCredential(parse_abfss(self.url)[1], self.client_secret)
+
+
+class AzuriteAdlsGen2DestinationConfig(AdlsGen2DestinationConfig):
+    credential = azurite_credential
+
+
+AzuriteAdlsGen2Destination = resource_class(AzuriteAdlsGen2DestinationConfig)
 
 
 def adls(server: Azurite, container: str, secret: str | None = None, **kwargs) -> AzuriteAdlsGen2Destination:
@@ -139,7 +147,7 @@ def adls_config(server: Azurite, container: str, **flow: object) -> str:
 
 @pytest.fixture
 def seam(monkeypatch: pytest.MonkeyPatch) -> None:
-    monkeypatch.setitem(RESOURCES, "adls_gen2", (__name__, "AzuriteAdlsGen2Destination"))
+    monkeypatch.setattr(AdlsGen2DestinationConfig, "credential", azurite_credential)
 
 
 @pytest.mark.usefixtures("seam")

@@ -24,11 +24,14 @@ from azure.storage.blob import ContainerClient
 from dagster import DagsterInstance
 
 from ajo_exports.catalog import get_dataset
-from ajo_exports.destinations.azure_blob import AzureBlobDestination, AzureBlobStorage, is_transient, scrub
+from ajo_exports.destinations.azure_blob import AzureBlobDestinationConfig, AzureBlobStorage, is_transient, scrub
 from ajo_exports.destinations.base import DestinationError, join_key
+from ajo_exports.destinations.resource import resource_class
 from ajo_exports_tests.helpers import ExportRun, dagster_text, run_checks, run_export
 from ajo_exports_tests.helpers import assert_delivered as delivered
 from ajo_exports_tests.servers.azurite import Azurite
+
+AzureBlobDestination = resource_class(AzureBlobDestinationConfig)
 
 KiB = 1024
 BLOCK = 256 * KiB

@@ -17,7 +17,8 @@ from azure.core.exceptions import ResourceExistsError
 from azure.storage.blob import ContainerClient
 
 from ajo_exports.destinations.base import DestinationError, probe
-from ajo_exports.destinations.data_landing_zone import DLZ_CONTAINER, DataLandingZoneDestination, purge_expired
+from ajo_exports.destinations.data_landing_zone import DLZ_CONTAINER, DataLandingZoneDestinationConfig, purge_expired
+from ajo_exports.destinations.resource import resource_class
 from ajo_exports_tests.helpers import run_export
 from ajo_exports_tests.servers.azurite import Azurite
 from ajo_exports_tests.test_destination_azure_blob import (
@@ -30,6 +31,8 @@ from ajo_exports_tests.test_destination_azure_blob import (
     dagster_text,
     stop_mid_export_then_rerun,
 )
+
+DataLandingZoneDestination = resource_class(DataLandingZoneDestinationConfig)
 
 SECRET_ENV = "AJO_TEST_DLZ_SAS_URL"
 

@@ -20,11 +20,18 @@ from cryptography.hazmat.primitives import serialization
 from cryptography.hazmat.primitives.asymmetric import rsa
 
 from ajo_exports.destinations.base import DestinationError
-from ajo_exports.destinations.google_cloud_storage import GcsInteropStorage, GcsStorage, GoogleCloudStorageDestination
+from ajo_exports.destinations.google_cloud_storage import (
+    GcsInteropStorage,
+    GcsStorage,
+    GoogleCloudStorageDestinationConfig,
+)
+from ajo_exports.destinations.resource import resource_class
 from ajo_exports_tests.helpers import ExportRun, run_checks, run_export
 from ajo_exports_tests.leaks import register_secret
 from ajo_exports_tests.servers.gcs import EMULATOR_KEY, GcsEmulator
 from ajo_exports_tests.servers.s3 import MotoServer, assert_delivered, dagster_text
+
+GoogleCloudStorageDestination = resource_class(GoogleCloudStorageDestinationConfig)
 
 KiB, MiB = 1024, 1024 * 1024
 

@@ -16,10 +16,13 @@ import yaml
 from botocore.exceptions import ClientError
 
 from ajo_exports.catalog import get_dataset
-from ajo_exports.destinations.amazon_s3 import MIN_PART_SIZE, AmazonS3Destination, S3Storage, part_size
+from ajo_exports.destinations.amazon_s3 import MIN_PART_SIZE, AmazonS3DestinationConfig, S3Storage, part_size
 from ajo_exports.destinations.base import DestinationError
+from ajo_exports.destinations.resource import resource_class
 from ajo_exports_tests.helpers import ExportRun, run_checks, run_export
 from ajo_exports_tests.servers.s3 import Keys, MotoServer, TcpRelay, assert_delivered, dagster_text
+
+AmazonS3Destination = resource_class(AmazonS3DestinationConfig)
 
 MiB = 1024 * 1024
 

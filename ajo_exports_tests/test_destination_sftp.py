@@ -26,14 +26,16 @@ import yaml
 
 from ajo_exports.catalog import get_dataset
 from ajo_exports.cli import landed_in
-from ajo_exports.config import destination_id
-from ajo_exports.destinations import build_destination
 from ajo_exports.destinations.base import DestinationError
-from ajo_exports.destinations.sftp import SftpDestination, SftpStorage
+from ajo_exports.destinations.resource import build_destination, resource_class
+from ajo_exports.destinations.sftp import SftpDestinationConfig, SftpStorage
 from ajo_exports.export.formats import read_part
 from ajo_exports.lake import LocalLake
+from ajo_exports.settings import destination_id
 from ajo_exports_tests.helpers import parse_config, run_checks, run_export
 from ajo_exports_tests.servers.sshd import SSH_KEYGEN, Sshd
+
+SftpDestination = resource_class(SftpDestinationConfig)
 
 EXPORT_TIME = datetime(2026, 11, 2, 6, 0, tzinfo=UTC)
 FEEDBACK = "ajo_message_feedback_event_dataset"

@@ -13,12 +13,13 @@ import pytest
 from dagster import AssetKey
 
 from ajo_exports.catalog import get_dataset
-from ajo_exports.config import Compression, FileFormat, destination_id
+from ajo_exports.config import Compression, FileFormat
 from ajo_exports.destinations.base import StoredObject
 from ajo_exports.destinations.local import LocalStorage
 from ajo_exports.export.formats import read_part
 from ajo_exports.export.writer import ExportSpec, export_frame
 from ajo_exports.lake import LocalLake
+from ajo_exports.settings import destination_id
 from ajo_exports_tests.helpers import lake_rows, local_config, run_checks, run_export
 
 EXPORT_TIME = datetime(2026, 11, 2, 6, 0, tzinfo=UTC)

@@ -98,7 +98,8 @@ def test_the_other_format_limit_and_event_datasets_are_not_hit(home: Path, capsy
 
 def test_a_full_export_is_checked_a_later_window_is_not() -> None:
     from ajo_exports.assets import ExportAssetSpec
-    from ajo_exports.config import Dataflow, Guardrails, LocalDestinationConfig
+    from ajo_exports.config import Dataflow, Guardrails
+    from ajo_exports.destinations.local import LocalDestinationConfig
 
     spec = ExportAssetSpec(Dataflow(name="d", destination="l"), get_dataset(JOURNEYS),
                            LocalDestinationConfig(name="l", type="local", path="/tmp/x"), Organization(),

@@ -32,8 +32,8 @@ from dagster import DagsterEventType, DagsterInstance, DagsterRunStatus, RunsFil
 
 from ajo_exports.assets import DELIVERY_CHECK, DESTINATION_TAG, job_name
 from ajo_exports.catalog import DATASETS
-from ajo_exports.config import destination_id
 from ajo_exports.export.formats import read_part
+from ajo_exports.settings import destination_id
 from ajo_exports_tests import figures
 from ajo_exports_tests.helpers import lake_rows
 from ajo_exports_tests.servers.dagster_web import LAUNCH_RUN, REPO, REPOSITORY, _group_members

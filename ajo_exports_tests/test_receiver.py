@@ -26,7 +26,7 @@ import yaml
 
 from ajo_exports.catalog import get_dataset
 from ajo_exports.cli import main as cli_main
-from ajo_exports.destinations import RESOURCES
+from ajo_exports.destinations.adls_gen2 import AdlsGen2DestinationConfig
 from ajo_exports.receiver import DeliveryReport, ReceiverError, main, verify_delivery
 from ajo_exports_tests.helpers import ExportRun, local_config, run_export
 from ajo_exports_tests.pgp import KeyPair
@@ -35,7 +35,7 @@ from ajo_exports_tests.servers.gcs import EMULATOR_KEY, GcsEmulator
 from ajo_exports_tests.servers.s3 import MotoServer
 from ajo_exports_tests.servers.sshd import Sshd
 from ajo_exports_tests.test_destination_adls_gen2 import SECRET_ENV as ADLS_SECRET_ENV
-from ajo_exports_tests.test_destination_adls_gen2 import adls_config
+from ajo_exports_tests.test_destination_adls_gen2 import adls_config, azurite_credential
 from ajo_exports_tests.test_destination_azure_blob import SECRET_ENV as BLOB_SECRET_ENV
 from ajo_exports_tests.test_destination_azure_blob import blob_config
 from ajo_exports_tests.test_destination_dlz import DLZ_CONTAINER, dlz_config, landing_zone
@@ -295,8 +295,7 @@ def test_azure_blob_with_the_destination_of_exports_yaml(
 def test_adls_gen2_abfss_uri_through_the_blob_endpoint(azurite: Azurite, lake_root: Path, instance,
                                                        monkeypatch) -> None:
     """The receiver reads `abfss://` through the Blob endpoint given explicitly, with the account key."""
-    monkeypatch.setitem(RESOURCES, "adls_gen2", ("ajo_exports_tests.test_destination_adls_gen2",
-                                                 "AzuriteAdlsGen2Destination"))
+    monkeypatch.setattr(AdlsGen2DestinationConfig, "credential", azurite_credential)
     container = azurite.create_container()
     monkeypatch.setenv(ADLS_SECRET_ENV, azurite.account_key)
     config = adls_config(azurite, container.container_name, datasets=[FEEDBACK], max_rows_per_file=60)

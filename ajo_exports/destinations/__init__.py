@@ -1,53 +1,28 @@
-"""Destination connections: one module per destination type behind the one Storage interface."""
+"""Destination connections: one module per destination type (its settings and its storage), and their registry.
+
+Adding a destination type is one new module and one line in `DESTINATIONS`: exports.yaml's `type:` union
+(`config.py`), the Dagster resources (`destinations.resource`) and the asset kinds all come from this list.
+"""
 
 from __future__ import annotations
 
-import importlib
+from ajo_exports.destinations.adls_gen2 import AdlsGen2DestinationConfig
+from ajo_exports.destinations.amazon_s3 import AmazonS3DestinationConfig
+from ajo_exports.destinations.azure_blob import AzureBlobDestinationConfig
+from ajo_exports.destinations.base import DestinationError, DestinationSettings, Storage, StoredObject
+from ajo_exports.destinations.data_landing_zone import DataLandingZoneDestinationConfig
+from ajo_exports.destinations.google_cloud_storage import GoogleCloudStorageDestinationConfig
+from ajo_exports.destinations.local import LocalDestinationConfig
+from ajo_exports.destinations.sftp import SftpDestinationConfig
 
-from dagster import EnvVar
+DESTINATIONS: tuple[type[DestinationSettings], ...] = (
+    LocalDestinationConfig,
+    AmazonS3DestinationConfig,
+    AzureBlobDestinationConfig,
+    AdlsGen2DestinationConfig,
+    DataLandingZoneDestinationConfig,
+    GoogleCloudStorageDestinationConfig,
+    SftpDestinationConfig,
+)
 
-from ajo_exports.config import DestinationConfig, SecretRef
-from ajo_exports.destinations.base import DestinationError, DestinationResource, Storage, StoredObject
-
-# destination type -> (module, resource class); imported on use so one SDK's import cost is paid only when used.
-RESOURCES: dict[str, tuple[str, str]] = {
-    "local": ("ajo_exports.destinations.local", "LocalDestination"),
-    "amazon_s3": ("ajo_exports.destinations.amazon_s3", "AmazonS3Destination"),
-    "azure_blob": ("ajo_exports.destinations.azure_blob", "AzureBlobDestination"),
-    "adls_gen2": ("ajo_exports.destinations.adls_gen2", "AdlsGen2Destination"),
-    "data_landing_zone": ("ajo_exports.destinations.data_landing_zone", "DataLandingZoneDestination"),
-    "google_cloud_storage": ("ajo_exports.destinations.google_cloud_storage", "GoogleCloudStorageDestination"),
-    "sftp": ("ajo_exports.destinations.sftp", "SftpDestination"),
-}
-NOT_RESOURCE_FIELDS = {"type", "max_concurrent_exports"}  # config only: the executor applies the limit
-
-
-def resource_class(destination_type: str) -> type[DestinationResource]:
-    module, name = RESOURCES[destination_type]
-    return getattr(importlib.import_module(module), name)
-
-
-def build_destination(config: DestinationConfig) -> DestinationResource:
-    """The Dagster resource for a configured destination; `${VAR}` secrets become `EnvVar("VAR")`."""
-    fields = {}
-    for name, value in config:
-        if name in NOT_RESOURCE_FIELDS or value is None:
-            continue
-        fields[name] = EnvVar(value.env_var) if isinstance(value, SecretRef) else value
-    return resource_class(config.type)(**fields)
-
-
-def open_destination(config: DestinationConfig) -> Storage:
-    """Open a destination outside a Dagster run (CLI, sensors): resolve its `EnvVar` secrets as a run would."""
-    return build_destination(config).process_config_and_initialize().open_storage()
-
-
-__all__ = [
-    "DestinationError",
-    "DestinationResource",
-    "Storage",
-    "StoredObject",
-    "build_destination",
-    "open_destination",
-    "resource_class",
-]
+__all__ = ["DESTINATIONS", "DestinationError", "DestinationSettings", "Storage", "StoredObject"]

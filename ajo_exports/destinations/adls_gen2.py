@@ -7,11 +7,13 @@ is not used: it hard-codes the dfs.core.windows.net endpoint and the DFS API, wh
 
 from __future__ import annotations
 
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Literal
 
-from ajo_exports.config import ABFSS_URL
+from pydantic import field_validator
+
 from ajo_exports.destinations.azure_blob import AzureBlobStorage, AzureTransferSettings, scrub
 from ajo_exports.destinations.base import DestinationError
+from ajo_exports.settings import ABFSS_URL, Secret
 
 if TYPE_CHECKING:  # the Azure SDK is imported where it is used: loading definitions never pays for it
     from azure.core.credentials import AzureNamedKeyCredential, TokenCredential
@@ -25,19 +27,35 @@ def parse_abfss(url: str) -> tuple[str, str]:
     return match.group("container"), match.group("account")
 
 
-class AdlsGen2Destination(AzureTransferSettings):
+class AdlsGen2DestinationConfig(AzureTransferSettings):
     """Writes to `<container>` of `<account>` through `https://<account>.blob.core.windows.net` (or `blob_endpoint`)
     as the service principal `client_id` of `tenant`."""
 
+    type: Literal["adls_gen2"]
     url: str
     tenant: str
     client_id: str
-    client_secret: str
+    client_secret: Secret
     blob_endpoint: str | None = None
 
+    @field_validator("url")
+    @classmethod
+    def _url(cls, value: str) -> str:
+        if not ABFSS_URL.match(value):
+            raise ValueError("url must be abfss://<container>@<account>.dfs.core.windows.net")
+        return value
+
     @property
-    def destination_type(self) -> str:
-        return "adls_gen2"
+    def container(self) -> str:
+        return parse_abfss(self.url)[0]
+
+    @property
+    def account(self) -> str:
+        return parse_abfss(self.url)[1]
+
+    @property
+    def location(self) -> str:
+        return f"{self.url.rstrip('/')}/{self.folder}"
 
     def account_url(self) -> str:
         _, account = parse_abfss(self.url)
@@ -47,7 +65,7 @@ class AdlsGen2Destination(AzureTransferSettings):
         """The service principal's credential (no network call until a token is needed).
 
         This method is the one test seam: Azurite takes no Azure AD token over plain http, so the end-to-end test
-        subclasses the resource and returns the emulator's shared key here; everything else runs unchanged."""
+        subclasses these settings and returns the emulator's shared key here; everything else runs unchanged."""
         from azure.identity import ClientSecretCredential
 
         return ClientSecretCredential(self.tenant, self.client_id, self.client_secret)

@@ -12,9 +12,12 @@ import os
 import re
 from collections.abc import Callable, Mapping
 from pathlib import Path
-from typing import IO, Any, TypeVar
+from typing import IO, Any, Literal, TypeVar
 
-from ajo_exports.destinations.base import DestinationError, DestinationResource, Storage, StoredObject, join_key, retry
+from pydantic import field_validator, model_validator
+
+from ajo_exports.destinations.base import DestinationError, DestinationSettings, Storage, StoredObject, join_key, retry
+from ajo_exports.settings import Secret, check_s3_bucket
 
 T = TypeVar("T")
 MiB = 1024 * 1024
@@ -256,7 +259,7 @@ class S3Storage(Storage):
         self.client.close()
 
 
-class AmazonS3Destination(DestinationResource):
+class AmazonS3DestinationConfig(DestinationSettings):
     """An S3 bucket reached with an access key pair, or by assuming `role_arn` (AEP's "Assumed Role").
 
     To assume a role, STS is called with explicit credentials: this destination's key pair when given, else the
@@ -265,16 +268,30 @@ class AmazonS3Destination(DestinationResource):
     `endpoint_url` points at an S3-compatible service (MinIO, moto); STS is asked at the same endpoint then.
     """
 
+    kind = "s3"
+    type: Literal["amazon_s3"]
     bucket: str
-    access_key_id: str | None = None
-    secret_access_key: str | None = None
+    access_key_id: Secret | None = None
+    secret_access_key: Secret | None = None
     role_arn: str | None = None
     region: str | None = None
     endpoint_url: str | None = None
 
+    @field_validator("bucket")
+    @classmethod
+    def _bucket(cls, value: str) -> str:
+        return check_s3_bucket(value)
+
+    @model_validator(mode="after")
+    def _auth(self) -> AmazonS3DestinationConfig:
+        if self.one_credential(("access_key_id", "secret_access_key"), "role_arn") == "role_arn":
+            if not re.match(r"^arn:aws:iam::\d{12}:role/[\w+=,.@/-]+$", self.role_arn or ""):
+                raise ValueError(f"role_arn {self.role_arn!r} is not arn:aws:iam::<account>:role/<name>")
+        return self
+
     @property
-    def destination_type(self) -> str:
-        return "amazon_s3"
+    def location(self) -> str:
+        return f"s3://{self.bucket}/{self.folder}"
 
     def open_storage(self) -> Storage:
         key_id, secret, token = self.access_key_id, self.secret_access_key, None

@@ -1,8 +1,10 @@
-"""The one storage interface that every destination implements, and what they share.
+"""The one storage interface that every destination implements, the settings every destination shares.
 
-A destination adapter only moves bytes: publish a finished local file under a key atomically, list, stat, read
-and delete. Everything about exports (layout, part files, manifests, replacing a window) lives once in
-`ajo_exports.export`, so a new destination is a small module.
+A destination is one module: its settings model (on `DestinationSettings`: the fields of exports.yaml, their
+validation and documentation) and the storage it opens. A storage only moves bytes: publish a finished local file
+under a key atomically, list, stat, read and delete. Everything about exports (layout, part files, manifests,
+replacing a window) lives once in `ajo_exports.export`, so a new destination is a small module and a registry line
+in `ajo_exports.destinations`. Nothing here imports Dagster (`destinations.resource` derives the resources).
 """
 
 from __future__ import annotations
@@ -14,9 +16,11 @@ from abc import ABC, abstractmethod
 from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
-from typing import IO, TypeVar
+from typing import IO, ClassVar, TypeVar
 
-from dagster import ConfigurableResource
+from pydantic import Field, field_validator
+
+from ajo_exports.settings import ConnectorSettings, check_name, clean_folder, destination_id
 
 log = logging.getLogger(__name__)
 T = TypeVar("T")
@@ -105,19 +109,53 @@ class Storage(ABC):
         return digest.hexdigest()
 
 
-class DestinationResource(ConfigurableResource):
-    """Dagster's view of a destination connection: typed fields (secrets as EnvVar) that open a Storage."""
+DEFAULT_MAX_CONCURRENT_EXPORTS = 2
+
+
+class DestinationSettings(ConnectorSettings):
+    """A destination connection in exports.yaml (AEP: a base connection plus its target). Each destination type
+    subclasses it with a `type: Literal[...]`, its own fields, a `kind` for the Dagster UI, a `location` for review,
+    and `open_storage()`, which runs on the resolved copy (secrets are values there, see `ConnectorSettings`)."""
+
+    kind: ClassVar[str]  # the Dagster asset kind shown in the UI: s3, azure, gcs, sftp, file
 
     name: str
     folder: str = ""
     pgp_public_key: str | None = None  # Base64 armoured public key; data files are encrypted to it
+    # How many exports to this destination run at once within a run. Operational, not reviewed: it changes how fast
+    # files arrive, not what or where, so it is left out of the confirmed hash (activation.py) and of review.
+    max_concurrent_exports: int = Field(DEFAULT_MAX_CONCURRENT_EXPORTS, ge=1, le=64, exclude=True)
+
+    @field_validator("name")
+    @classmethod
+    def _name(cls, value: str) -> str:
+        return check_name(value)
+
+    @field_validator("folder")
+    @classmethod
+    def _folder(cls, value: str) -> str:
+        return clean_folder(value)
+
+    @property
+    def destination_id(self) -> str:
+        return destination_id(self.name)
+
+    @property
+    def location(self) -> str:
+        """Where files land, in the store's own words (review and messages)."""
+        raise NotImplementedError
 
     def open_storage(self) -> Storage:
         raise NotImplementedError
 
-    @property
-    def destination_type(self) -> str:
-        raise NotImplementedError
+    def one_credential(self, pair: tuple[str, str], alternative: str) -> str:
+        """AEP's two auth specs of a destination: both fields of `pair`, or `alternative` alone."""
+        given = [getattr(self, name) is not None for name in pair]
+        if all(given) and getattr(self, alternative) is None:
+            return "pair"
+        if not any(given) and getattr(self, alternative) is not None:
+            return alternative
+        raise ValueError(f"give either {pair[0]} and {pair[1]}, or {alternative}")
 
 
 def join_key(*parts: str) -> str:

@@ -7,23 +7,34 @@ Files live for seven days; `purge_expired` enforces that retention and is run by
 from __future__ import annotations
 
 from datetime import UTC, datetime, timedelta
+from typing import Literal
 from urllib.parse import parse_qs, urlsplit
+
+from pydantic import model_validator
 
 from ajo_exports.destinations.azure_blob import AzureBlobStorage, AzureTransferSettings
 from ajo_exports.destinations.base import DestinationError
+from ajo_exports.settings import Secret
 
 DLZ_CONTAINER = "dlz-destination"
 RETENTION = timedelta(days=7)
 
 
-class DataLandingZoneDestination(AzureTransferSettings):
+class DataLandingZoneDestinationConfig(AzureTransferSettings):
     """The sandbox's DLZ destination container, addressed by its SAS URL (secret)."""
 
-    sas_url: str
+    type: Literal["data_landing_zone"]
+    sas_url: Secret
+
+    @model_validator(mode="after")
+    def _no_pgp(self) -> DataLandingZoneDestinationConfig:
+        if self.pgp_public_key is not None:
+            raise ValueError("the Data Landing Zone has no encryption option: remove pgp_public_key")
+        return self
 
     @property
-    def destination_type(self) -> str:
-        return "data_landing_zone"
+    def location(self) -> str:
+        return f"data landing zone container {DLZ_CONTAINER}, folder /{self.folder}"
 
     def open_storage(self) -> AzureBlobStorage:
         from azure.storage.blob import ContainerClient  # the Azure SDK only when a destination is opened

@@ -16,18 +16,21 @@ import json
 import re
 from collections.abc import Callable, Mapping
 from pathlib import Path
-from typing import IO, TYPE_CHECKING, Any, TypeVar
+from typing import IO, TYPE_CHECKING, Any, Literal, TypeVar
+
+from pydantic import field_validator, model_validator
 
 from ajo_exports.destinations.amazon_s3 import S3Storage, s3_compatible_client
 from ajo_exports.destinations.base import (
     CHUNK,
     DestinationError,
-    DestinationResource,
+    DestinationSettings,
     Storage,
     StoredObject,
     join_key,
     retry,
 )
+from ajo_exports.settings import Secret, check_gcs_bucket
 
 if TYPE_CHECKING:  # the Google SDK is imported where it is used: loading definitions never pays for it
     from google.auth.credentials import Credentials
@@ -194,19 +197,31 @@ class GcsStorage(Storage):
         self.client.close()
 
 
-class GoogleCloudStorageDestination(DestinationResource):
+class GoogleCloudStorageDestinationConfig(DestinationSettings):
     """A GCS bucket: HMAC keys (AEP's way, XML API) or a service account key (JSON API, resumable uploads)."""
 
+    kind = "gcs"
+    type: Literal["google_cloud_storage"]
     bucket: str
-    hmac_access_key_id: str | None = None
-    hmac_secret: str | None = None
-    service_account_json: str | None = None
+    hmac_access_key_id: Secret | None = None
+    hmac_secret: Secret | None = None
+    service_account_json: Secret | None = None
     endpoint_url: str | None = None
     project: str | None = None
 
+    @field_validator("bucket")
+    @classmethod
+    def _bucket(cls, value: str) -> str:
+        return check_gcs_bucket(value)
+
+    @model_validator(mode="after")
+    def _auth(self) -> GoogleCloudStorageDestinationConfig:
+        self.one_credential(("hmac_access_key_id", "hmac_secret"), "service_account_json")
+        return self
+
     @property
-    def destination_type(self) -> str:
-        return "google_cloud_storage"
+    def location(self) -> str:
+        return f"gs://{self.bucket}/{self.folder}"
 
     def open_storage(self) -> Storage:
         from google.cloud import storage

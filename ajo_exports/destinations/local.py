@@ -5,10 +5,10 @@ from __future__ import annotations
 import os
 import shutil
 from pathlib import Path
-from typing import IO
+from typing import IO, Literal
 
-from ajo_exports.config import ajo_home
-from ajo_exports.destinations.base import DestinationError, DestinationResource, Storage, StoredObject, join_key
+from ajo_exports.destinations.base import DestinationError, DestinationSettings, Storage, StoredObject, join_key
+from ajo_exports.settings import ajo_home
 
 
 class LocalStorage(Storage):
@@ -77,16 +77,20 @@ class LocalStorage(Storage):
         return "/" + join_key(self.root.resolve().as_posix(), key)
 
 
-class LocalDestination(DestinationResource):
+class LocalDestinationConfig(DestinationSettings):
     """A local folder: `path` is resolved against the working directory (default: `<AJO_EXPORTS_HOME>/exports`),
     `folder` nests inside it."""
 
-    path: str = ""
+    kind = "file"
+    type: Literal["local"]
+    path: str | None = None  # default: <AJO_EXPORTS_HOME>/exports
+
+    def root(self) -> Path:
+        return (Path(self.path).expanduser() if self.path else ajo_home() / "exports").resolve()
 
     @property
-    def destination_type(self) -> str:
-        return "local"
+    def location(self) -> str:
+        return (self.root() / self.folder).as_uri()
 
     def open_storage(self) -> Storage:
-        root = Path(self.path).expanduser() if self.path else ajo_home() / "exports"
-        return LocalStorage(self.name, root.resolve() / self.folder)
+        return LocalStorage(self.name, self.root() / self.folder)

@@ -28,9 +28,12 @@ import socket
 import stat as statmode
 from collections.abc import Callable
 from pathlib import Path
-from typing import IO, TYPE_CHECKING, TypeVar
+from typing import IO, TYPE_CHECKING, Literal, TypeVar
 
-from ajo_exports.destinations.base import DestinationError, DestinationResource, Storage, StoredObject, join_key, retry
+from pydantic import Field, field_validator, model_validator
+
+from ajo_exports.destinations.base import DestinationError, DestinationSettings, Storage, StoredObject, join_key, retry
+from ajo_exports.settings import Secret, clean_folder
 
 if TYPE_CHECKING:  # paramiko is imported where it is used: loading definitions never pays for it
     import paramiko
@@ -454,20 +457,38 @@ class SftpStorage(Storage):
         self._disconnect()
 
 
-class SftpDestination(DestinationResource):
+class SftpDestinationConfig(DestinationSettings):
     """An SFTP server (AEP: "SFTP with Password" / "SFTP with SSH Key"), always with a verified host key."""
 
+    kind = "sftp"
+    type: Literal["sftp"]
     host: str
-    port: int = 22
+    port: int = Field(22, ge=1, le=65535)
     username: str
-    password: str | None = None
-    private_key: str | None = None
+    password: Secret | None = None
+    private_key: Secret | None = None
     known_hosts: str | None = None
     host_key_fingerprint: str | None = None
 
+    @model_validator(mode="after")
+    def _auth(self) -> SftpDestinationConfig:
+        if (self.password is None) == (self.private_key is None):
+            raise ValueError("give exactly one of password or private_key")
+        if self.known_hosts is None and self.host_key_fingerprint is None:
+            raise ValueError("give known_hosts or host_key_fingerprint: unknown host keys are refused")
+        return self
+
+    @field_validator("folder")
+    @classmethod
+    def _folder(cls, value: str) -> str:
+        """A path on the server: an absolute folder is used as given, a relative one is under the login folder."""
+        return ("/" if value.startswith("/") else "") + clean_folder(value)
+
     @property
-    def destination_type(self) -> str:
-        return "sftp"
+    def location(self) -> str:
+        """`/~/` names the login folder, as curl's sftp:// URLs do; the real path is known once connected."""
+        path = self.folder if self.folder.startswith("/") else "/~/" + self.folder
+        return f"sftp://{self.username}@{self.host}:{self.port}{path}"
 
     def open_storage(self) -> Storage:
         return SftpStorage(

@@ -14,14 +14,16 @@ from pathlib import Path
 import polars as pl
 from dagster import AssetExecutionContext, ConfigurableIOManager, InputContext, MetadataValue, OutputContext
 
-from ajo_exports.config import Compression, FileFormat, Schedule, destination_id
-from ajo_exports.destinations.base import DestinationResource, Storage
+from ajo_exports.config import Compression, FileFormat, Schedule
+from ajo_exports.destinations.base import Storage
+from ajo_exports.destinations.resource import DestinationResource
 from ajo_exports.export.attempts import sweep_failed_attempts
 from ajo_exports.export.layout import LayoutContext, render_folder
 from ajo_exports.export.openlineage import export_lineage
 from ajo_exports.export.window import ExportWindow, window_for
 from ajo_exports.export.writer import ExportProgress, ExportResult, ExportSpec, export_frame
 from ajo_exports.lake import Selection
+from ajo_exports.settings import destination_id
 
 # Keys of the export asset's definition metadata that tell the IO manager how to write it.
 SETTINGS = (

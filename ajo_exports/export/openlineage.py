@@ -42,7 +42,8 @@ if TYPE_CHECKING:  # openlineage-python takes a second to import: only exports t
     from openlineage.client.generated.output_statistics_output_dataset import OutputStatisticsOutputDatasetFacet
     from openlineage.client.transport.transport import Transport
 
-    from ajo_exports.destinations.base import DestinationResource, Storage
+    from ajo_exports.destinations.base import Storage
+    from ajo_exports.destinations.resource import DestinationResource
     from ajo_exports.export.writer import ExportResult
     from ajo_exports.lake import Selection
 

@@ -19,15 +19,16 @@ import shutil
 from collections.abc import Iterator, Sequence
 from datetime import UTC, datetime
 from pathlib import Path
-from typing import Any, cast
+from typing import Any, Literal, cast
 
 import polars as pl
 import pyarrow.parquet as pq
 
 from ajo_exports.catalog import DATASETS, Dataset
-from ajo_exports.lake.source import Batch, LakeError
+from ajo_exports.lake.source import Batch, LakeError, SourceSettings
+from ajo_exports.settings import ajo_home
 
-__all__ = ["INDEX_FILE", "LocalLake", "make_batch_id"]
+__all__ = ["INDEX_FILE", "LocalLake", "LocalSourceConfig", "make_batch_id"]
 
 INDEX_FILE = "_batches.json"
 _CROCKFORD = "0123456789ABCDEFGHJKMNPQRSTVWXYZ"
@@ -296,3 +297,19 @@ class LocalLake:
                 raise LakeError(f"batch file {batch.path} of dataset {dataset.slug} does not match: {problem}")
             files.append(batch.path)
         return pl.scan_parquet(files).select([pl.col(name).cast(dtype) for name, dtype in dataset.schema.items()])
+
+
+class LocalSourceConfig(SourceSettings):
+    """The embedded local lake (the default): Parquet batches and a batch index per dataset under `path`."""
+
+    type: Literal["local"]
+    path: str | None = None  # default: <AJO_EXPORTS_HOME>/lake
+
+    def lake_root(self, home: Path) -> Path:
+        return Path(self.path).expanduser().resolve() if self.path else home / "lake"
+
+    def at_home(self, home: Path) -> LocalSourceConfig:
+        return self.model_copy(update={"path": str(self.lake_root(home))})
+
+    def open_lake(self) -> LocalLake:
+        return LocalLake(self.lake_root(ajo_home()))

@@ -17,15 +17,25 @@ import re
 from collections.abc import Iterator, Sequence
 from dataclasses import dataclass
 from datetime import datetime
-from typing import Any
+from typing import Any, Literal
 
 import polars as pl
+from pydantic import field_validator, model_validator
 
 from ajo_exports.catalog import DATASETS, Dataset
 from ajo_exports.lake.local import INDEX_FILE, _schema_mismatch, batch_of, checked_index, select_batches
-from ajo_exports.lake.source import Batch, LakeError
+from ajo_exports.lake.source import Batch, LakeError, SourceSettings
+from ajo_exports.settings import (
+    FOLDER,
+    GCS_BUCKET,
+    FieldProblem,
+    Secret,
+    check_azure_container,
+    check_endpoint,
+    check_s3_bucket,
+)
 
-__all__ = ["LakeUrl", "ObjectStoreLake", "parse_lake_url", "storage_options"]
+__all__ = ["LakeUrl", "ObjectStoreLake", "ObjectStoreSourceConfig", "parse_lake_url", "storage_options"]
 
 SCHEMES = ("s3", "gs", "az", "abfss")
 _URL = re.compile(r"^(?P<scheme>[a-z0-9]+)://(?P<bucket>[^/?#]+)(?P<prefix>/[^?#]*)?$")
@@ -44,6 +54,13 @@ _REFUSED = {
     "SignatureDoesNotMatch",
 }
 GOOGLE_ENDPOINT = "https://storage.googleapis.com"
+# Per scheme of a lake URL: the credentials it needs, and the fields that apply to it.
+LAKE_FIELDS: dict[str, tuple[tuple[str, ...], tuple[str, ...]]] = {
+    "s3": (("access_key_id", "secret_access_key"), ("endpoint_url", "region", "access_key_id", "secret_access_key")),
+    "gs": (("service_account_json",), ("endpoint_url", "service_account_json")),
+    "az": (("account_name", "account_key"), ("account_name", "account_key", "blob_endpoint")),
+    "abfss": (("account_key",), ("account_name", "account_key", "blob_endpoint")),
+}
 _UNREACHABLE = ("tcp connect error", "error sending request", "Connection refused", "dns error", "timed out")
 
 
@@ -86,6 +103,67 @@ def parse_lake_url(url: str) -> LakeUrl:
             raise ValueError("abfss URLs are abfss://<container>@<account>.dfs.core.windows.net/<prefix>")
         bucket, account = host["container"], host["account"]
     return LakeUrl(scheme, bucket, prefix, account)
+
+
+class ObjectStoreSourceConfig(SourceSettings):
+    """The same lake layout under an s3://, gs://, az:// or abfss:// URL, read with an explicit endpoint and
+    explicit keys (never a cloud metadata service)."""
+
+    type: Literal["object_store"]
+    url: str
+    endpoint_url: str | None = None  # S3 (default https://s3.<region>.amazonaws.com) or a GCS emulator
+    region: str | None = None
+    access_key_id: Secret | None = None
+    secret_access_key: Secret | None = None
+    account_name: str | None = None
+    account_key: Secret | None = None
+    blob_endpoint: str | None = None  # Azure (default https://<account>.blob.core.windows.net)
+    service_account_json: Secret | None = None
+
+    @field_validator("url")
+    @classmethod
+    def _url(cls, value: str) -> str:
+        parsed = parse_lake_url(value)
+        if parsed.scheme == "s3":
+            check_s3_bucket(parsed.bucket)
+        if parsed.scheme == "gs" and not GCS_BUCKET.match(parsed.bucket):
+            raise ValueError("GCS bucket names are 3-63 of [a-z0-9-_.]")
+        if parsed.scheme in ("az", "abfss"):
+            check_azure_container(parsed.bucket)
+        if not FOLDER.match(parsed.prefix):
+            raise ValueError("the prefix may hold only ASCII letters, digits and / ! - _ . * ' ( ), and no '..'")
+        return value.rstrip("/")
+
+    @field_validator("endpoint_url", "blob_endpoint")
+    @classmethod
+    def _endpoint(cls, value: str | None) -> str | None:
+        return check_endpoint(value)
+
+    @model_validator(mode="after")
+    def _credentials(self) -> ObjectStoreSourceConfig:
+        needed, applies = LAKE_FIELDS[self.scheme]
+        for name in type(self).model_fields:
+            if name not in ("type", "url", *applies) and getattr(self, name) is not None:
+                where = ", ".join(f"{s}://" for s, (_, fields) in LAKE_FIELDS.items() if name in fields)
+                raise FieldProblem(("source", name), f"{name} applies only to {where} lake URLs, not {self.url}")
+        for name in needed:
+            if getattr(self, name) is None:
+                kind = "a ${VAR} reference" if name != "account_name" else "the storage account's name"
+                raise FieldProblem(
+                    ("source", name), f"a {self.scheme}:// lake needs {name} ({kind}): credentials are always explicit"
+                )
+        account = parse_lake_url(self.url).account
+        if account and self.account_name and self.account_name != account:
+            raise FieldProblem(("source", "account_name"), f"is not the url's account {account!r}")
+        return self
+
+    @property
+    def scheme(self) -> str:
+        return parse_lake_url(self.url).scheme
+
+    def open_lake(self) -> ObjectStoreLake:
+        fields = {name: getattr(self, name) for name in type(self).model_fields if name not in ("type", "url")}
+        return ObjectStoreLake(self.url, storage_options(self.url, **fields))
 
 
 def storage_options(

@@ -10,11 +10,13 @@ from __future__ import annotations
 from collections.abc import Iterator, Sequence
 from dataclasses import dataclass
 from datetime import datetime
+from pathlib import Path
 from typing import Protocol, runtime_checkable
 
 import polars as pl
 
 from ajo_exports.catalog import Dataset
+from ajo_exports.settings import ConnectorSettings
 
 __all__ = ["Batch", "DatasetSource", "LakeError", "Selection"]
 
@@ -32,6 +34,19 @@ class Batch:
 
 class LakeError(Exception):
     """A user-facing, one-line problem with the lake (missing index, corrupt file, schema mismatch)."""
+
+
+class SourceSettings(ConnectorSettings):
+    """Where the datasets are read from: exports.yaml's `source:`, one settings model per source type (tagged by
+    `type`), registered in `ajo_exports.lake.SOURCES`. `open_lake()` runs on the resolved copy, as a destination's
+    `open_storage()` does."""
+
+    def at_home(self, home: Path) -> SourceSettings:
+        """These settings with defaults that depend on AJO_EXPORTS_HOME filled in (the local lake's folder)."""
+        return self
+
+    def open_lake(self) -> DatasetSource:
+        raise NotImplementedError
 
 
 @runtime_checkable
