@@ -20,30 +20,13 @@ from pydantic import ValidationError
 
 from ajo_exports.catalog import DATASETS, Dataset, UnknownDatasetError, get_dataset
 from ajo_exports.config import Dataflow
+from ajo_exports.destinations import DESTINATIONS, DestinationSettings
+from ajo_exports.settings import SecretRef
 
 SOURCE_SPEC = "23598e46-f560-407b-88d5-ea6207e49db0"  # the data lake side of every dataset export
-CONNECTION_SPECS = {
-    "4fce964d-3f37-408f-9778-e597338a21ee": "amazon_s3",
-    "6d6b59bf-fb58-4107-9064-4d246c0e5bb2": "azure_blob",
-    "be2c3209-53bc-47e7-ab25-145db8b873e1": "adls_gen2",
-    "10440537-2a7b-4583-ac39-ed38d4b848e8": "data_landing_zone",
-    "c5d93acb-ea8b-4b14-8f53-02138444ae99": "google_cloud_storage",
-    "36965a81-b1c6-401b-99f8-22508f1e6a26": "sftp",
-}
-# AEP auth parameter -> (our field, secret?) per destination type
-AUTH_FIELDS = {
-    "amazon_s3": {"s3AccessKey": ("access_key_id", True), "s3SecretKey": ("secret_access_key", True),
-                  "s3Role": ("role_arn", False)},
-    "azure_blob": {"connectionString": ("connection_string", True)},
-    "adls_gen2": {"url": ("url", False), "tenant": ("tenant", False), "servicePrincipalId": ("client_id", False),
-                  "servicePrincipalKey": ("client_secret", True)},
-    "data_landing_zone": {},
-    "google_cloud_storage": {"accessKeyId": ("hmac_access_key_id", True), "secretAccessKey": ("hmac_secret", True)},
-    "sftp": {"domain": ("host", False), "port": ("port", False), "username": ("username", False),
-             "password": ("password", True), "sshKey": ("private_key", True)},
-}
-REQUIRED_SECRETS = {  # secrets a type needs although AEP's auth spec has none, or under any of its auth methods
-    "data_landing_zone": ["sas_url"],  # AEP provisions the container; we reach it by its SAS URL
+# AEP's connection spec ID -> our destination type: each destination module declares its own (aep_connection_spec)
+CONNECTION_SPECS: dict[str, type[DestinationSettings]] = {
+    d.aep_connection_spec: d for d in DESTINATIONS if d.aep_connection_spec
 }
 TARGET_FIELDS = {"bucketName": "bucket", "container": "container", "path": "folder", "remotePath": "folder"}
 KNOWN_TARGET = {"mode", "datasetFileType", "compression", "includeFileManifest", *TARGET_FIELDS}
@@ -89,6 +72,12 @@ def kind_of(item: dict[str, Any]) -> str:
     if "auth" in item or item.get("connectionSpec", {}).get("id") in CONNECTION_SPECS:
         return "base"
     return "unknown"
+
+
+def is_secret(settings: type[DestinationSettings], field_name: str) -> bool:
+    """A `${VAR}` field of the destination's settings (`Secret` or `Secret | None`)."""
+    annotation = settings.model_fields[field_name].annotation
+    return annotation is SecretRef or SecretRef in getattr(annotation, "__args__", ())
 
 
 def slug_name(text: str, fallback: str) -> str:
@@ -220,12 +209,13 @@ def import_flows(objects: list[dict[str, Any]], *, known_hosts: dict[str, str] |
 def _destination(base: dict[str, Any], target: dict[str, Any], names: set[str], result: ImportResult,
                  known_hosts: dict[str, str]) -> str | None:
     spec = base.get("connectionSpec", {}).get("id") or target.get("connectionSpec", {}).get("id")
-    kind = CONNECTION_SPECS.get(spec or "")
+    settings = CONNECTION_SPECS.get(spec or "")
     where = f"connection {base.get('name', base.get('id'))!r}"
-    if kind is None:
+    if settings is None:
         result.problems.append(f"{where}: connection spec {spec} is not one of the six dataset export destinations: "
                                "its dataflows are not imported")
         return None
+    kind = settings.type_name()
     name = slug_name(base.get("name", ""), kind.replace("_", "-"))
     while name in names:
         name = f"{name}-{len(names) + 1}"[:63]
@@ -233,20 +223,21 @@ def _destination(base: dict[str, Any], target: dict[str, Any], names: set[str], 
     entry: dict[str, Any] = {"name": name, "type": kind}
     auth = base.get("auth", {}) or {}
     for key, value in (auth.get("params", {}) or {}).items():
-        mapped = AUTH_FIELDS[kind].get(key)
-        if mapped is None:
+        our = settings.aep_auth_fields.get(key)
+        if our is None:
             result.problems.append(f"{where}: auth parameter {key!r} ({auth.get('specName')}) has no counterpart: "
                                    "ignored")
             continue
-        our, secret = mapped
-        if secret:
+        if is_secret(settings, our):
             entry[our] = "${" + variable(name, our) + "}"
             result.variables[variable(name, our)] = f"{kind} {our} of destination {name!r} (AEP: {key})"
         elif value not in (None, ""):
-            entry[our] = int(value) if our == "port" else value
-    for our in REQUIRED_SECRETS.get(kind, []):
-        entry[our] = "${" + variable(name, our) + "}"
-        result.variables[variable(name, our)] = f"{kind} {our} of destination {name!r}"
+            entry[our] = int(value) if settings.model_fields[our].annotation is int else value
+    for our, spec_field in settings.model_fields.items():
+        # a secret the type needs although AEP's auth spec has none (the DLZ's SAS URL: AEP provisions the container)
+        if spec_field.is_required() and is_secret(settings, our) and our not in entry:
+            entry[our] = "${" + variable(name, our) + "}"
+            result.variables[variable(name, our)] = f"{kind} {our} of destination {name!r}"
     for key, value in (target.get("params", {}) or {}).items():
         if key in TARGET_FIELDS:
             entry[TARGET_FIELDS[key]] = value

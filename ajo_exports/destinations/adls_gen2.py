@@ -31,6 +31,9 @@ class AdlsGen2DestinationConfig(AzureTransferSettings):
     """Writes to `<container>` of `<account>` through `https://<account>.blob.core.windows.net` (or `blob_endpoint`)
     as the service principal `client_id` of `tenant`."""
 
+    aep_connection_spec = "be2c3209-53bc-47e7-ab25-145db8b873e1"
+    aep_auth_fields = {"url": "url", "tenant": "tenant", "servicePrincipalId": "client_id",
+                       "servicePrincipalKey": "client_secret"}
     type: Literal["adls_gen2"]
     url: str
     tenant: str

@@ -268,6 +268,8 @@ class AmazonS3DestinationConfig(DestinationSettings):
     `endpoint_url` points at an S3-compatible service (MinIO, moto); STS is asked at the same endpoint then.
     """
 
+    aep_connection_spec = "4fce964d-3f37-408f-9778-e597338a21ee"
+    aep_auth_fields = {"s3AccessKey": "access_key_id", "s3SecretKey": "secret_access_key", "s3Role": "role_arn"}
     kind = "s3"
     type: Literal["amazon_s3"]
     bucket: str

@@ -300,6 +300,8 @@ class AzureBlobDestinationConfig(AzureTransferSettings):
     size and retry policy could not be set.
     """
 
+    aep_connection_spec = "6d6b59bf-fb58-4107-9064-4d246c0e5bb2"
+    aep_auth_fields = {"connectionString": "connection_string"}
     type: Literal["azure_blob"]
     connection_string: Secret
     container: str

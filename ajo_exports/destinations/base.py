@@ -118,6 +118,10 @@ class DestinationSettings(ConnectorSettings):
     and `open_storage()`, which runs on the resolved copy (secrets are values there, see `ConnectorSettings`)."""
 
     kind: ClassVar[str]  # the Dagster asset kind shown in the UI: s3, azure, gcs, sftp, file
+    # AEP's counterpart, for `ajo-exports import-aep`: the connection spec ID of this destination type, and each AEP
+    # auth parameter's field here (a secret field becomes a ${VAR} reference). None: AEP has no such destination.
+    aep_connection_spec: ClassVar[str | None] = None
+    aep_auth_fields: ClassVar[dict[str, str]] = {}
 
     name: str
     folder: str = ""

@@ -23,6 +23,7 @@ RETENTION = timedelta(days=7)
 class DataLandingZoneDestinationConfig(AzureTransferSettings):
     """The sandbox's DLZ destination container, addressed by its SAS URL (secret)."""
 
+    aep_connection_spec = "10440537-2a7b-4583-ac39-ed38d4b848e8"
     type: Literal["data_landing_zone"]
     sas_url: Secret
 

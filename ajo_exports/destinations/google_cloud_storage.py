@@ -200,6 +200,8 @@ class GcsStorage(Storage):
 class GoogleCloudStorageDestinationConfig(DestinationSettings):
     """A GCS bucket: HMAC keys (AEP's way, XML API) or a service account key (JSON API, resumable uploads)."""
 
+    aep_connection_spec = "c5d93acb-ea8b-4b14-8f53-02138444ae99"
+    aep_auth_fields = {"accessKeyId": "hmac_access_key_id", "secretAccessKey": "hmac_secret"}
     kind = "gcs"
     type: Literal["google_cloud_storage"]
     bucket: str

@@ -460,6 +460,9 @@ class SftpStorage(Storage):
 class SftpDestinationConfig(DestinationSettings):
     """An SFTP server (AEP: "SFTP with Password" / "SFTP with SSH Key"), always with a verified host key."""
 
+    aep_connection_spec = "36965a81-b1c6-401b-99f8-22508f1e6a26"
+    aep_auth_fields = {"domain": "host", "port": "port", "username": "username", "password": "password",
+                       "sshKey": "private_key"}
     kind = "sftp"
     type: Literal["sftp"]
     host: str
