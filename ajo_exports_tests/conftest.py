@@ -17,6 +17,7 @@ os.environ["NO_PROXY"] = os.environ["no_proxy"] = "127.0.0.1,localhost"
 pytest_plugins = [
     "ajo_exports_tests.servers.s3",
     "ajo_exports_tests.servers.gcs",
+    "ajo_exports_tests.servers.fake_gcs",
     "ajo_exports_tests.servers.azurite",
     "ajo_exports_tests.servers.sshd",
     "ajo_exports_tests.servers.dagster_web",

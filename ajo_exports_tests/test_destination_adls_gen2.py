@@ -71,8 +71,9 @@ def test_url_parsing_and_endpoints() -> None:
             parse_abfss(bad)
     resource = AdlsGen2Destination(name="lake", url="abfss://exports@mylake01.dfs.core.windows.net", tenant=TENANT,
                                    client_id=CLIENT_ID, client_secret="s3cr3t-value", folder="ajo")
-    assert resource.account_url() == "https://mylake01.blob.core.windows.net"
-    assert resource.model_copy(update={"blob_endpoint": "https://edge.example/"}).account_url() == "https://edge.example"
+    assert resource.settings().account_url() == "https://mylake01.blob.core.windows.net"
+    edge = resource.model_copy(update={"blob_endpoint": "https://edge.example/"})
+    assert edge.settings().account_url() == "https://edge.example"
     bad = resource.model_copy(update={"url": "abfss://exports@mylake01.blob.core.windows.net"})
     with pytest.raises(DestinationError, match="connect refused: url"):
         bad.open_storage()
@@ -82,7 +83,7 @@ def test_credential_is_the_tenants_service_principal() -> None:
     """Built, not used: no token is requested, so nothing leaves the machine."""
     resource = AdlsGen2Destination(name="lake", url="abfss://exports@mylake01.dfs.core.windows.net", tenant=TENANT,
                                    client_id=CLIENT_ID, client_secret="s3cr3t-value", folder="ajo")
-    credential = resource.credential()
+    credential = resource.settings().credential()
     assert isinstance(credential, ClientSecretCredential)
     assert credential._tenant_id == TENANT and credential._client_id == CLIENT_ID
     assert credential._authority == "https://login.microsoftonline.com"

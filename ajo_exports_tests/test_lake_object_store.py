@@ -1,4 +1,5 @@
-"""The lake on object storage: the local lake copied to moto's S3 and to Azurite exports exactly as the local one."""
+"""The lake on object storage: the local lake copied to moto's S3, Azurite and fake-gcs-server exports exactly as the
+local one."""
 
 from __future__ import annotations
 
@@ -22,6 +23,7 @@ from ajo_exports.lake.object_store import ObjectStoreLake, storage_options
 from ajo_exports.lake.resource import open_lake
 from ajo_exports_tests.helpers import parse_config, run_export
 from ajo_exports_tests.servers.azurite import Azurite
+from ajo_exports_tests.servers.fake_gcs import FakeGcsServer
 from ajo_exports_tests.servers.s3 import REGION, MotoServer
 
 FEEDBACK = "ajo_message_feedback_event_dataset"  # time series
@@ -305,6 +307,47 @@ def test_azure_missing_container_and_wrong_key_are_one_clear_line(
     message = str(caught.value)
     assert "\n" not in message and azure_lake in message and "credentials were refused" in message, message
     assert wrong not in message
+
+
+# --- GCS (fake-gcs-server) ------------------------------------------------------------------------------------
+
+
+@pytest.fixture(scope="module")
+def gcs_lake(fake_gcs_server: FakeGcsServer, grown_lake: Path) -> str:
+    """The grown lake copied with the Google SDK to a fresh bucket under a prefix; returns the lake URL."""
+    bucket = fake_gcs_server.client().bucket(fake_gcs_server.create_bucket())
+    for key, path in lake_files(grown_lake):
+        bucket.blob(f"aep/lake/{key}").upload_from_filename(str(path))
+    return f"gs://{bucket.name}/aep/lake"
+
+
+def gcs_source(server: FakeGcsServer, url: str) -> dict:
+    return {"type": "object_store", "url": url, "endpoint_url": server.endpoint_url,
+            "service_account_json": "${LAKE_GCS_KEY}"}
+
+
+def test_gcs_lake_exports_exactly_what_the_local_lake_exports(
+    fake_gcs_server: FakeGcsServer, gcs_lake: str, local_exports: dict, monkeypatch: pytest.MonkeyPatch,
+    tmp_path: Path,
+) -> None:
+    monkeypatch.setenv("LAKE_GCS_KEY", '{"type": "emulator"}')
+    exports = tmp_path / "exports"
+    remote = export_windows(config(exports, gcs_source(fake_gcs_server, gcs_lake)), tmp_path / "home" / "lake")
+    assert_same_exports(local_exports, remote, exports)
+
+
+def test_gcs_missing_bucket_is_one_clear_line(fake_gcs_server: FakeGcsServer, monkeypatch: pytest.MonkeyPatch,
+                                              tmp_path: Path) -> None:
+    """fake-gcs-server answers an object GET in a missing bucket with a bare 404 (GCS says NoSuchBucket), so the
+    line names the missing batch index; either way it names the lake's URL and nothing else."""
+    monkeypatch.setenv("LAKE_GCS_KEY", '{"type": "emulator"}')
+    missing = "gs://ajo-no-such-bucket/aep/lake"
+    text = config(tmp_path, gcs_source(fake_gcs_server, missing))
+    with pytest.raises(LakeError) as caught:
+        open_lake(parse_config(text).source, tmp_path).list_batches(get_dataset(JOURNEYS))
+    message = str(caught.value)
+    assert "\n" not in message and missing in message, message
+    assert "is missing" in message or "does not exist" in message, message
 
 
 # --- configuration --------------------------------------------------------------------------------------------

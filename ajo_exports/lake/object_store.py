@@ -54,6 +54,7 @@ _REFUSED = {
     "SignatureDoesNotMatch",
 }
 GOOGLE_ENDPOINT = "https://storage.googleapis.com"
+BAD_PREFIX = "the prefix may hold only ASCII letters, digits and / ! - _ . * ' ( ), and no '..' or empty folders"
 # Per scheme of a lake URL: the credentials it needs, and the fields that apply to it.
 LAKE_FIELDS: dict[str, tuple[tuple[str, ...], tuple[str, ...]]] = {
     "s3": (("access_key_id", "secret_access_key"), ("endpoint_url", "region", "access_key_id", "secret_access_key")),
@@ -95,7 +96,7 @@ def parse_lake_url(url: str) -> LakeUrl:
         )
     scheme, bucket, prefix = match["scheme"], match["bucket"], (match["prefix"] or "").strip("/")
     if ".." in prefix.split("/") or "//" in prefix:
-        raise ValueError("the prefix may not contain '..' or empty folders")
+        raise ValueError(BAD_PREFIX)
     account = None
     if scheme == "abfss":
         host = _ABFSS_HOST.match(bucket)
@@ -131,7 +132,7 @@ class ObjectStoreSourceConfig(SourceSettings):
         if parsed.scheme in ("az", "abfss"):
             check_azure_container(parsed.bucket)
         if not FOLDER.match(parsed.prefix):
-            raise ValueError("the prefix may hold only ASCII letters, digits and / ! - _ . * ' ( ), and no '..'")
+            raise ValueError(BAD_PREFIX)
         return value.rstrip("/")
 
     @field_validator("endpoint_url", "blob_endpoint")
