@@ -21,7 +21,7 @@ from pydantic import ValidationError
 from ajo_exports.catalog import DATASETS, Dataset, UnknownDatasetError, get_dataset
 from ajo_exports.config import Dataflow
 from ajo_exports.destinations import DESTINATIONS, DestinationSettings
-from ajo_exports.settings import SecretRef
+from ajo_exports.settings import is_secret
 
 SOURCE_SPEC = "23598e46-f560-407b-88d5-ea6207e49db0"  # the data lake side of every dataset export
 # AEP's connection spec ID -> our destination type: each destination module declares its own (aep_connection_spec)
@@ -72,12 +72,6 @@ def kind_of(item: dict[str, Any]) -> str:
     if "auth" in item or item.get("connectionSpec", {}).get("id") in CONNECTION_SPECS:
         return "base"
     return "unknown"
-
-
-def is_secret(settings: type[DestinationSettings], field_name: str) -> bool:
-    """A `${VAR}` field of the destination's settings (`Secret` or `Secret | None`)."""
-    annotation = settings.model_fields[field_name].annotation
-    return annotation is SecretRef or SecretRef in getattr(annotation, "__args__", ())
 
 
 def slug_name(text: str, fallback: str) -> str:
@@ -228,14 +222,14 @@ def _destination(base: dict[str, Any], target: dict[str, Any], names: set[str], 
             result.problems.append(f"{where}: auth parameter {key!r} ({auth.get('specName')}) has no counterpart: "
                                    "ignored")
             continue
-        if is_secret(settings, our):
+        if is_secret(settings.model_fields[our].annotation):
             entry[our] = "${" + variable(name, our) + "}"
             result.variables[variable(name, our)] = f"{kind} {our} of destination {name!r} (AEP: {key})"
         elif value not in (None, ""):
             entry[our] = int(value) if settings.model_fields[our].annotation is int else value
     for our, spec_field in settings.model_fields.items():
         # a secret the type needs although AEP's auth spec has none (the DLZ's SAS URL: AEP provisions the container)
-        if spec_field.is_required() and is_secret(settings, our) and our not in entry:
+        if spec_field.is_required() and is_secret(settings.model_fields[our].annotation) and our not in entry:
             entry[our] = "${" + variable(name, our) + "}"
             result.variables[variable(name, our)] = f"{kind} {our} of destination {name!r}"
     for key, value in (target.get("params", {}) or {}).items():

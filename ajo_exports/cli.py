@@ -19,14 +19,15 @@ from typing import NoReturn
 from ajo_exports.activation import Confirmations
 from ajo_exports.catalog import DATASETS, Tier, UnknownDatasetError, datasets_for_tier, get_dataset
 from ajo_exports.config import ConfigError, Dataflow, ExportsConfig, Frequency, Permission, config_path, load_config
+from ajo_exports.destinations import DESTINATIONS
 from ajo_exports.destinations.base import DestinationError, probe
 from ajo_exports.destinations.resource import open_destination
 from ajo_exports.export.formats import extension
 from ajo_exports.export.layout import LayoutContext, render_folder
 from ajo_exports.export.window import partitions_for
-from ajo_exports.lake import LakeError, LocalLake, generate_batch, seed_lake
+from ajo_exports.lake import SOURCES, LakeError, LocalLake, generate_batch, seed_lake
 from ajo_exports.lake.resource import open_lake
-from ajo_exports.settings import ajo_home
+from ajo_exports.settings import ajo_home, field_reference
 
 INSTANCE_YAML = "telemetry:\n  enabled: false\nnux:\n  enabled: false\n"
 
@@ -664,6 +665,23 @@ def cmd_destinations(args: argparse.Namespace, config: ExportsConfig) -> int:
     return 0
 
 
+def cmd_fields(args: argparse.Namespace, config: None) -> int:
+    """exports.yaml's reference for destination and source types, read from their settings models."""
+    kinds = [("destination", d) for d in DESTINATIONS] + [("source", s) for s in SOURCES]
+    known = sorted({settings.type_name() for _, settings in kinds})
+    if args.type and args.type not in known:
+        raise CliError(f"unknown type {args.type!r} (known: {', '.join(known)})")
+    blocks = []
+    for role, settings in kinds:
+        if args.type in (None, settings.type_name()):
+            summary = " ".join((settings.__doc__ or "").strip().split("\n\n")[0].split())
+            rows = [list(row) for row in field_reference(settings)]
+            blocks.append(f"{role} type: {settings.type_name()}: {summary}\n" +
+                          _table(rows, ["field", "give", "what it is"]))
+    print("\n\n".join(blocks))
+    return 0
+
+
 def parser() -> argparse.ArgumentParser:
     root = OneLineParser(prog="ajo-exports", description=__doc__)
     root.add_argument("--config", help="exports.yaml (default: $AJO_EXPORTS_CONFIG, ./exports.yaml, bundled demo)")
@@ -756,6 +774,10 @@ def parser() -> argparse.ArgumentParser:
 
     dest = sub.add_parser("destinations", help="list the configured destinations")
     dest.set_defaults(func=cmd_destinations, needs_config=True)
+
+    fields = sub.add_parser("fields", help="the exports.yaml fields of each destination and source type")
+    fields.add_argument("type", nargs="?", help="one type, e.g. amazon_s3, sftp, object_store")
+    fields.set_defaults(func=cmd_fields, needs_config=False)
     return root
 
 

@@ -16,7 +16,7 @@ from pathlib import Path
 from types import NoneType, UnionType
 from typing import Any, Literal, TypeVar
 
-from pydantic import BaseModel, ConfigDict, GetCoreSchemaHandler
+from pydantic import BaseModel, ConfigDict, Field, GetCoreSchemaHandler
 from pydantic_core import CoreSchema, PydanticUndefined, core_schema
 
 T = TypeVar("T")
@@ -94,7 +94,8 @@ Secret = SecretRef
 class SettingsModel(BaseModel):
     """A section of exports.yaml: unknown keys are errors, values are frozen once read."""
 
-    model_config = ConfigDict(extra="forbid", frozen=True)
+    # a field's docstring is its description: exports.yaml's reference (`ajo-exports fields`) and the Dagster UI's
+    model_config = ConfigDict(extra="forbid", frozen=True, use_attribute_docstrings=True)
 
     def missing_secrets(self) -> list[str]:
         """Secret fields whose environment variable is not set here (review reports them before a run fails)."""
@@ -121,6 +122,23 @@ class ConnectorSettings(SettingsModel):
         """The runtime copy from a resource's fields (validated when it was built; a secret is no `${VAR}` here)."""
         values = {name: getattr(resource, name) for name in cls.model_fields if name not in skip}
         return cls.model_construct(type=cls.type_name(), **values)
+
+
+def field_reference(settings: type[ConnectorSettings]) -> list[tuple[str, str, str]]:
+    """(field, what to give, description) of each exports.yaml field of a connector type, from its model alone."""
+    rows = []
+    for name, field in settings.model_fields.items():
+        if name == "type":
+            continue
+        secret = "${VAR}" if is_secret(field.annotation) else ""
+        if field.is_required():
+            given = "required" + (f", {secret}" if secret else "")
+        elif field.default is None or field.default == "":
+            given = secret or "optional"
+        else:
+            given = f"default {field.default}"
+        rows.append((name, given, " ".join((field.description or "").split())))
+    return rows
 
 
 def clean_folder(value: str) -> str:
@@ -163,6 +181,11 @@ def check_endpoint(value: str | None) -> str | None:
     return value
 
 
+def is_secret(annotation: Any) -> bool:
+    """A `${VAR}` field's annotation: `Secret` or `Secret | None`."""
+    return annotation is SecretRef or SecretRef in typing.get_args(annotation)
+
+
 def _plain(annotation: Any) -> Any:
     """A settings annotation as a Dagster config type: a `${VAR}` secret arrives as a `str` (an `EnvVar`)."""
     if annotation is SecretRef:
@@ -190,8 +213,8 @@ def derived_resource(settings: type[ConnectorSettings], base: type[T], skip: fro
         if name in skip:
             continue
         annotations[name] = _plain(field.annotation)
-        if field.default is not PydanticUndefined:
-            namespace[name] = field.default
+        default = ... if field.default is PydanticUndefined else field.default
+        namespace[name] = Field(default, description=" ".join((field.description or "").split()) or None)
     return type(settings.__name__.removesuffix("Config"), (base,), namespace)
 
 

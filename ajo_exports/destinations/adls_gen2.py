@@ -36,10 +36,15 @@ class AdlsGen2DestinationConfig(AzureTransferSettings):
                        "servicePrincipalKey": "client_secret"}
     type: Literal["adls_gen2"]
     url: str
+    """abfss://<container>@<account>.dfs.core.windows.net (AEP: url)."""
     tenant: str
+    """The Azure AD tenant ID of the service principal (AEP: tenant)."""
     client_id: str
+    """The service principal's application (client) ID (AEP: servicePrincipalId)."""
     client_secret: Secret
+    """The service principal's secret, as `${VAR}` (AEP: servicePrincipalKey)."""
     blob_endpoint: str | None = None
+    """The account's Blob endpoint; default https://<account>.blob.core.windows.net."""
 
     @field_validator("url")
     @classmethod

@@ -273,11 +273,17 @@ class AmazonS3DestinationConfig(DestinationSettings):
     kind = "s3"
     type: Literal["amazon_s3"]
     bucket: str
+    """The S3 bucket (AEP: bucketName)."""
     access_key_id: Secret | None = None
+    """The access key ID, as `${VAR}` (AEP: s3AccessKey); with secret_access_key, or give role_arn."""
     secret_access_key: Secret | None = None
+    """The secret access key, as `${VAR}` (AEP: s3SecretKey)."""
     role_arn: str | None = None
+    """A role to assume with STS instead of keys (AEP: Assumed Role): arn:aws:iam::<account>:role/<name>."""
     region: str | None = None
+    """The bucket's region; default the SDK's (us-east-1)."""
     endpoint_url: str | None = None
+    """An S3-compatible endpoint (MinIO, a local server); default AWS."""
 
     @field_validator("bucket")
     @classmethod

@@ -274,8 +274,11 @@ class AzureTransferSettings(DestinationSettings):
 
     kind = "azure"
     max_block_size: int = Field(8 * MiB, ge=1024, exclude=True)
+    """Bytes per uploaded block: memory is about max_block_size x max_concurrency."""
     max_single_put_size: int = Field(8 * MiB, ge=1024, exclude=True)
+    """Files up to this size go in one Put Blob, larger ones as blocks."""
     max_concurrency: int = Field(4, ge=1, le=64, exclude=True)
+    """Blocks uploaded at once per file."""
 
     def client_settings(self) -> dict[str, int]:
         """ContainerClient keywords. The SDK's own retry is off (its first backoff is 15 s and it logs nothing):
@@ -304,7 +307,9 @@ class AzureBlobDestinationConfig(AzureTransferSettings):
     aep_auth_fields = {"connectionString": "connection_string"}
     type: Literal["azure_blob"]
     connection_string: Secret
+    """The storage account's connection string, as `${VAR}` (AEP: connectionString)."""
     container: str
+    """The blob container: 3-63 lowercase letters, digits and single hyphens."""
 
     @field_validator("container")
     @classmethod

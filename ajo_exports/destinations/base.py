@@ -124,11 +124,15 @@ class DestinationSettings(ConnectorSettings):
     aep_auth_fields: ClassVar[dict[str, str]] = {}
 
     name: str
+    """The destination's name in exports.yaml: lowercase letters, digits, '-' and '_' (at most 63)."""
     folder: str = ""
-    pgp_public_key: str | None = None  # Base64 armoured public key; data files are encrypted to it
+    """The folder inside the bucket, container or login folder that exports land under (AEP: path)."""
+    pgp_public_key: str | None = None
+    """A Base64 armoured PGP public key: data files are encrypted to it and gain `.gpg` (manifests stay plain)."""
     # How many exports to this destination run at once within a run. Operational, not reviewed: it changes how fast
     # files arrive, not what or where, so it is left out of the confirmed hash (activation.py) and of review.
     max_concurrent_exports: int = Field(DEFAULT_MAX_CONCURRENT_EXPORTS, ge=1, le=64, exclude=True)
+    """How many exports to this destination run at once within a run (operational: not reviewed)."""
 
     @field_validator("name")
     @classmethod

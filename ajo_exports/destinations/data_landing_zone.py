@@ -26,6 +26,7 @@ class DataLandingZoneDestinationConfig(AzureTransferSettings):
     aep_connection_spec = "10440537-2a7b-4583-ac39-ed38d4b848e8"
     type: Literal["data_landing_zone"]
     sas_url: Secret
+    """The dlz-destination container's SAS URL, as `${VAR}` (AEP hands it out as SASUri)."""
 
     @model_validator(mode="after")
     def _no_pgp(self) -> DataLandingZoneDestinationConfig:

@@ -205,11 +205,17 @@ class GoogleCloudStorageDestinationConfig(DestinationSettings):
     kind = "gcs"
     type: Literal["google_cloud_storage"]
     bucket: str
+    """The GCS bucket (AEP: bucketName)."""
     hmac_access_key_id: Secret | None = None
+    """An HMAC key's access ID, as `${VAR}` (AEP: accessKeyId); XML API, as AEP uses."""
     hmac_secret: Secret | None = None
+    """The HMAC key's secret, as `${VAR}` (AEP: secretAccessKey)."""
     service_account_json: Secret | None = None
+    """A service account key's JSON, as `${VAR}`, instead of HMAC keys (JSON API, resumable uploads)."""
     endpoint_url: str | None = None
+    """Another GCS endpoint (an emulator); default Google's."""
     project: str | None = None
+    """The project for the JSON API; default the service account key's project_id."""
 
     @field_validator("bucket")
     @classmethod

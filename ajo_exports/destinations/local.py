@@ -83,7 +83,8 @@ class LocalDestinationConfig(DestinationSettings):
 
     kind = "file"
     type: Literal["local"]
-    path: str | None = None  # default: <AJO_EXPORTS_HOME>/exports
+    path: str | None = None
+    """The local folder; default `<AJO_EXPORTS_HOME>/exports`."""
 
     def root(self) -> Path:
         return (Path(self.path).expanduser() if self.path else ajo_home() / "exports").resolve()

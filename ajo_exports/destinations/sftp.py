@@ -466,12 +466,19 @@ class SftpDestinationConfig(DestinationSettings):
     kind = "sftp"
     type: Literal["sftp"]
     host: str
+    """The SFTP server's host name or address (AEP: domain)."""
     port: int = Field(22, ge=1, le=65535)
+    """The SFTP server's port."""
     username: str
+    """The login (AEP: username)."""
     password: Secret | None = None
+    """The password, as `${VAR}`; or give private_key."""
     private_key: Secret | None = None
+    """A Base64 private key (RSA, as AEP), as `${VAR}` (AEP: sshKey)."""
     known_hosts: str | None = None
+    """known_hosts lines for the server: its host key is always verified."""
     host_key_fingerprint: str | None = None
+    """The host key's SHA256:... fingerprint, instead of known_hosts."""
 
     @model_validator(mode="after")
     def _auth(self) -> SftpDestinationConfig:

@@ -303,7 +303,8 @@ class LocalSourceConfig(SourceSettings):
     """The embedded local lake (the default): Parquet batches and a batch index per dataset under `path`."""
 
     type: Literal["local"]
-    path: str | None = None  # default: <AJO_EXPORTS_HOME>/lake
+    path: str | None = None
+    """The lake's folder; default `<AJO_EXPORTS_HOME>/lake`."""
 
     def lake_root(self, home: Path) -> Path:
         return Path(self.path).expanduser().resolve() if self.path else home / "lake"

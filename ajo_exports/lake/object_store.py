@@ -112,14 +112,24 @@ class ObjectStoreSourceConfig(SourceSettings):
 
     type: Literal["object_store"]
     url: str
-    endpoint_url: str | None = None  # S3 (default https://s3.<region>.amazonaws.com) or a GCS emulator
+    """s3://bucket/prefix, gs://bucket/prefix, az://container/prefix or
+    abfss://container@account.dfs.core.windows.net/prefix."""
+    endpoint_url: str | None = None
+    """s3:// and gs://: the endpoint; default https://s3.<region>.amazonaws.com or Google's."""
     region: str | None = None
+    """s3://: the bucket's region; default us-east-1."""
     access_key_id: Secret | None = None
+    """s3://: the access key ID, as `${VAR}`."""
     secret_access_key: Secret | None = None
+    """s3://: the secret access key, as `${VAR}`."""
     account_name: str | None = None
+    """az:// and abfss://: the storage account (abfss:// names it in the URL)."""
     account_key: Secret | None = None
-    blob_endpoint: str | None = None  # Azure (default https://<account>.blob.core.windows.net)
+    """az:// and abfss://: the account key, as `${VAR}`."""
+    blob_endpoint: str | None = None
+    """az:// and abfss://: the Blob endpoint; default https://<account>.blob.core.windows.net."""
     service_account_json: Secret | None = None
+    """gs://: a service account key's JSON, as `${VAR}`."""
 
     @field_validator("url")
     @classmethod
