@@ -25,7 +25,8 @@ from ajo_exports.destinations.resource import open_destination
 from ajo_exports.export.formats import extension
 from ajo_exports.export.layout import LayoutContext, render_folder
 from ajo_exports.export.window import partitions_for
-from ajo_exports.lake import SOURCES, LakeError, LocalLake, generate_batch, seed_lake
+from ajo_exports.lake import SOURCES, LakeError, LocalLake
+from ajo_exports.lake.generator import generate_batch, seed_lake
 from ajo_exports.lake.resource import open_lake
 from ajo_exports.settings import ajo_home, field_reference
 

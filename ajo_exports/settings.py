@@ -187,7 +187,8 @@ def is_secret(annotation: Any) -> bool:
 
 
 def _plain(annotation: Any) -> Any:
-    """A settings annotation as a Dagster config type: a `${VAR}` secret arrives as a `str` (an `EnvVar`)."""
+    """A settings annotation as a Dagster config type: a `${VAR}` secret arrives as a `str` (an `EnvVar`), a `Literal`
+    as its value's type. Connector fields are plain or `X | None`; validation stays with the settings model."""
     if annotation is SecretRef:
         return str
     if isinstance(annotation, UnionType) or typing.get_origin(annotation) is typing.Union:

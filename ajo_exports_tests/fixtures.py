@@ -8,7 +8,8 @@ from pathlib import Path
 import pytest
 from dagster import DagsterInstance
 
-from ajo_exports.lake import LocalLake, seed_lake
+from ajo_exports.lake import LocalLake
+from ajo_exports.lake.generator import seed_lake
 
 SEED_NOW = datetime(2026, 11, 1, 12, 0, tzinfo=UTC)
 

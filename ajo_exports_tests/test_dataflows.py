@@ -26,7 +26,8 @@ from ajo_exports.activation import Confirmations
 from ajo_exports.catalog import get_dataset
 from ajo_exports.definitions import build_definitions, export_specs
 from ajo_exports.export.formats import read_part
-from ajo_exports.lake import LocalLake, generate_batch
+from ajo_exports.lake import LocalLake
+from ajo_exports.lake.generator import generate_batch
 from ajo_exports.schedules import schedule_name
 from ajo_exports.sensors import end_date_sensor, lineage_sensor, post_webhook
 from ajo_exports_tests.fixtures import SEED_NOW

@@ -10,7 +10,8 @@ import polars as pl
 import pytest
 
 from ajo_exports.catalog import DATASETS, get_dataset
-from ajo_exports.lake import Batch, DatasetSource, LakeError, LocalLake, generate_batch, seed_lake
+from ajo_exports.lake import Batch, DatasetSource, LakeError, LocalLake
+from ajo_exports.lake.generator import generate_batch, seed_lake
 
 NOW = datetime(2025, 6, 1, 12, tzinfo=UTC)
 CJM = "_experience.customerJourneyManagement"

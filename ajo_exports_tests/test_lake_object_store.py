@@ -18,7 +18,8 @@ import yaml
 from ajo_exports.catalog import get_dataset
 from ajo_exports.config import ConfigError
 from ajo_exports.export.formats import read_part
-from ajo_exports.lake import LakeError, LocalLake, generate_batch
+from ajo_exports.lake import LakeError, LocalLake
+from ajo_exports.lake.generator import generate_batch
 from ajo_exports.lake.object_store import ObjectStoreLake, storage_options
 from ajo_exports.lake.resource import open_lake
 from ajo_exports_tests.helpers import parse_config, run_export

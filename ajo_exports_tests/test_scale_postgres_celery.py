@@ -34,7 +34,8 @@ import yaml
 
 from ajo_exports.catalog import get_dataset
 from ajo_exports.export.formats import read_part
-from ajo_exports.lake import LocalLake, generate_batch
+from ajo_exports.lake import LocalLake
+from ajo_exports.lake.generator import generate_batch
 from ajo_exports.settings import destination_id
 from ajo_exports_tests.figures import record
 from ajo_exports_tests.servers.postgres import PostgresServer, free_port, postgres_server  # noqa: F401 - fixture

@@ -17,7 +17,8 @@ from ajo_exports.destinations.base import StoredObject
 from ajo_exports.destinations.local import LocalStorage
 from ajo_exports.export.formats import read_part
 from ajo_exports.export.writer import ExportProgress, ExportSpec, export_frame, plan_parts
-from ajo_exports.lake import LocalLake, Selection, generate_batch
+from ajo_exports.lake import LocalLake, Selection
+from ajo_exports.lake.generator import generate_batch
 
 FEEDBACK = "ajo_message_feedback_event_dataset"
 NOW = datetime(2026, 11, 1, 12, tzinfo=UTC)

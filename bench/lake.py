@@ -19,7 +19,8 @@ import polars as pl
 import pyarrow.parquet as pq
 
 from ajo_exports.catalog import get_dataset
-from ajo_exports.lake import LocalLake, generate_batch
+from ajo_exports.lake import LocalLake
+from ajo_exports.lake.generator import generate_batch
 
 DATASET = "ajo_message_feedback_event_dataset"
 

@@ -12,7 +12,6 @@ from typing import ClassVar
 
 from dagster import ConfigurableResource, EnvVar
 
-from ajo_exports.destinations import DESTINATIONS
 from ajo_exports.destinations.base import DestinationSettings, Storage
 from ajo_exports.settings import derived_resource, resource_values
 
@@ -56,4 +55,4 @@ def open_destination(config: DestinationSettings) -> Storage:
     return build_destination(config).process_config_and_initialize().open_storage()
 
 
-__all__ = ["DESTINATIONS", "DestinationResource", "build_destination", "open_destination", "resource_class"]
+__all__ = ["DestinationResource", "build_destination", "open_destination", "resource_class"]

@@ -22,7 +22,6 @@ from pathlib import Path
 from typing import Any, Literal, cast
 
 import polars as pl
-import pyarrow.parquet as pq
 
 from ajo_exports.catalog import DATASETS, Dataset
 from ajo_exports.lake.source import Batch, LakeError, SourceSettings
@@ -251,6 +250,8 @@ class LocalLake:
     ) -> Iterator[pl.DataFrame]:
         """Only the row groups that hold the range are decoded, ``chunk_rows`` at a time (pyarrow's reader, which
         decodes a row group incrementally; memory stays a few chunks whatever the batch's size)."""
+        import pyarrow.parquet as pq  # here, not at import: reading exports.yaml (a receiver) never pays for it
+
         reader = pq.ParquetFile(batch.path, pre_buffer=False, buffer_size=1 << 20)
         metadata = reader.metadata
         end = metadata.num_rows if length is None else min(metadata.num_rows, start + length)
