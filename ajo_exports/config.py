@@ -28,9 +28,9 @@ from ajo_exports.settings import (
     SECRET_FIELD_HINTS,
     ConfigError,
     FieldProblem,
+    Name,
     Secret,
     SettingsModel,
-    check_name,
 )
 
 BUNDLED_CONFIG = Path(__file__).with_name("demo_exports.yaml")
@@ -118,7 +118,7 @@ class Schedule(SettingsModel):
 
 
 class Dataflow(SettingsModel):
-    name: str
+    name: Name
     destination: str
     datasets: Literal["all"] | list[str] = "all"
     format: FileFormat = FileFormat.PARQUET
@@ -129,11 +129,6 @@ class Dataflow(SettingsModel):
     enabled: bool = True
     max_rows_per_file: int = Field(1_000_000, ge=1)
     max_bytes_per_file: int = Field(256 * 1024 * 1024, ge=1024)
-
-    @field_validator("name")
-    @classmethod
-    def _name(cls, value: str) -> str:
-        return check_name(value)
 
     @field_validator("folder_template")
     @classmethod

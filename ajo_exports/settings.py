@@ -14,9 +14,9 @@ import uuid
 from collections.abc import Callable, Iterator
 from pathlib import Path
 from types import NoneType, UnionType
-from typing import Any, Literal, TypeVar
+from typing import Annotated, Any, Literal, TypeVar
 
-from pydantic import BaseModel, ConfigDict, Field, GetCoreSchemaHandler
+from pydantic import AfterValidator, BaseModel, ConfigDict, Field, GetCoreSchemaHandler
 from pydantic_core import CoreSchema, PydanticUndefined, core_schema
 
 T = TypeVar("T")
@@ -155,6 +155,9 @@ def check_name(value: str) -> str:
     if not NAME.match(value):
         raise ValueError("use lowercase letters, digits, '-' and '_' (at most 63 characters)")
     return value
+
+
+Name = Annotated[str, AfterValidator(check_name)]
 
 
 def check_s3_bucket(value: str) -> str:

@@ -20,7 +20,7 @@ from typing import IO, ClassVar, TypeVar
 
 from pydantic import Field, field_validator
 
-from ajo_exports.settings import ConnectorSettings, check_name, clean_folder, destination_id
+from ajo_exports.settings import ConnectorSettings, Name, clean_folder, destination_id
 
 log = logging.getLogger(__name__)
 T = TypeVar("T")
@@ -123,7 +123,7 @@ class DestinationSettings(ConnectorSettings):
     aep_connection_spec: ClassVar[str | None] = None
     aep_auth_fields: ClassVar[dict[str, str]] = {}
 
-    name: str
+    name: Name
     """The destination's name in exports.yaml: lowercase letters, digits, '-' and '_' (at most 63)."""
     folder: str = ""
     """The folder inside the bucket, container or login folder that exports land under (AEP: path)."""
@@ -133,11 +133,6 @@ class DestinationSettings(ConnectorSettings):
     # files arrive, not what or where, so it is left out of the confirmed hash (activation.py) and of review.
     max_concurrent_exports: int = Field(DEFAULT_MAX_CONCURRENT_EXPORTS, ge=1, le=64, exclude=True)
     """How many exports to this destination run at once within a run (operational: not reviewed)."""
-
-    @field_validator("name")
-    @classmethod
-    def _name(cls, value: str) -> str:
-        return check_name(value)
 
     @field_validator("folder")
     @classmethod

@@ -10,17 +10,13 @@ from __future__ import annotations
 
 import subprocess
 import time
-import uuid
 from collections.abc import Iterator
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from pathlib import Path
 
 import pytest
-import requests
-from google.auth.credentials import AnonymousCredentials
-from google.cloud import storage
 
-from ajo_exports_tests.servers import free_port
+from ajo_exports_tests.servers.gcs import GcsEmulator
 
 
 def binary() -> Path:
@@ -33,14 +29,8 @@ def binary() -> Path:
 
 
 @dataclass
-class FakeGcsServer:
-    location: Path
-    port: int = field(default_factory=free_port)
-    process: subprocess.Popen | None = None
-
-    @property
-    def endpoint_url(self) -> str:
-        return f"http://127.0.0.1:{self.port}"
+class FakeGcsServer(GcsEmulator):
+    """fake-gcs-server in place of gcp-storage-emulator: the same endpoint, client and stop; its own start."""
 
     def start(self) -> FakeGcsServer:
         self.location.mkdir(parents=True, exist_ok=True)
@@ -49,37 +39,14 @@ class FakeGcsServer:
             "-public-host", f"127.0.0.1:{self.port}", "-external-url", self.endpoint_url,
             "-backend", "filesystem", "-filesystem-root", str(self.location / "data"), "-log-level", "warn",
         ]
-        with (self.location / "fake-gcs-server.log").open("ab") as log:
+        log_path = self.location / "fake-gcs-server.log"
+        with log_path.open("ab") as log:
             self.process = subprocess.Popen(command, stdout=log, stderr=subprocess.STDOUT)
-        deadline = time.monotonic() + 60
-        while time.monotonic() < deadline and self.process.poll() is None:
-            try:
-                requests.get(f"{self.endpoint_url}/storage/v1/b", timeout=1).raise_for_status()
-                return self
-            except requests.RequestException:
-                time.sleep(0.1)
-        log_tail = (self.location / "fake-gcs-server.log").read_text(errors="replace")[-2000:]
+        if self._answers(until=time.monotonic() + 60):
+            return self
         self.stop()
-        pytest.fail(f"fake-gcs-server did not start on port {self.port}; its log ends:\n{log_tail}")
-
-    def stop(self) -> None:
-        if self.process is not None and self.process.poll() is None:
-            self.process.terminate()
-            try:
-                self.process.wait(10)
-            except subprocess.TimeoutExpired:
-                self.process.kill()
-                self.process.wait(10)
-        self.process = None
-
-    def client(self) -> storage.Client:
-        return storage.Client(project="ajo-test", credentials=AnonymousCredentials(),
-                              client_options={"api_endpoint": self.endpoint_url})
-
-    def create_bucket(self, name: str | None = None) -> str:
-        name = name or f"ajo-{uuid.uuid4().hex[:20]}"
-        self.client().create_bucket(name)
-        return name
+        tail = log_path.read_text(errors="replace")[-2000:]
+        pytest.fail(f"fake-gcs-server did not start on port {self.port}; its log ends:\n{tail}")
 
 
 @pytest.fixture(scope="session")
