@@ -544,7 +544,9 @@ def test_backfill_on_postgres_and_two_celery_workers_survives_a_lost_worker(
     assert not failed_checks(instance, [r["runId"] for r in second.values()])
     after = steps_of(instance, second_runs)
     lost = after[(run_id, step_key)]
-    assert lost.workers[:1] == [victim] and survivor in lost.workers[1:] and lost.succeeded, (step_key, lost)
+    # The kill can land after the broker handed the step to the victim but before its STEP_START reached Postgres:
+    # then only the survivor's attempt is recorded. Either way the step ends on the survivor, successfully.
+    assert lost.succeeded and lost.workers[-1] == survivor and set(lost.workers) <= {victim, survivor}, (step_key, lost)
     retried = sum(1 for s in after.values() if len(s.workers) > 1)
     per_worker.update(w for record_ in after.values() for w in record_.workers)
 
